@@ -1,0 +1,1 @@
+"""Reading and changing asynq's Redis, exactly as asynq does."""

@@ -1,0 +1,53 @@
+"""The `jobrunbook` command: a thin wrapper over the library.
+
+Each subcommand parses its flags here and calls one library function; nothing
+the command line can do is missing from the Python API. Expected failures
+(JobrunbookError) print one line naming what failed and how to check it, and
+exit 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from jobrunbook._exceptions import JobrunbookError
+
+__all__ = ["main", "build_parser"]
+
+# name -> (module, function, register-arguments function name)
+# Each module owns its subcommand: `add_arguments(parser)` and `command(args) -> int`.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("jobrunbook.asynq.summary", "read an asynq Redis: queues, states, failed-task groups"),
+    "demo": ("jobrunbook.demo.cli", "stand up a live simulated incident on this machine"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="jobrunbook", description="The 'Job Failure Rate' runbook, executed.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_func=mod.command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args._func
+    try:
+        return int(func(args) or 0)
+    except JobrunbookError as exc:
+        print(f"jobrunbook {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
