@@ -8,7 +8,8 @@ set -euo pipefail
 declare -A want=(
   [redis-server]=redis-server
   [promtool]=prometheus
-  [alertmanager]=prometheus-alertmanager
+  [prometheus]=prometheus
+  [prometheus-alertmanager]=prometheus-alertmanager
   [chromium]=chromium
   [pg_isready]=postgresql-client
 )
