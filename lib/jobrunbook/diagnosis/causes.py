@@ -1,0 +1,173 @@
+"""The runbook's Common Causes table, as data, with the causes it misses.
+
+Each cause names the evidence that points to it (patterns of the error text
+asynq records, probe states, related alerts, metric shapes), its resolution
+from the runbook, and the actions to recommend (see ``commands.ACTIONS``).
+Patterns are tried in ``CAUSES`` order: the first cause whose pattern matches
+an error group explains it, so the narrow causes come before the wide ones.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["Cause", "CAUSES", "CAUSES_BY_KEY", "match_cause", "UNKNOWN"]
+
+
+@dataclass(frozen=True)
+class Cause:
+    key: str
+    title: str
+    symptoms: str
+    diagnosis: str
+    resolution: str
+    patterns: tuple[str, ...]
+    in_runbook: bool = True
+    # corroboration: probe kinds whose failure (degraded/down) supports this cause
+    probe_kinds: tuple[str, ...] = ()
+    probe_states: tuple[str, ...] = ("down", "degraded")  # which probe states support it
+    related_alerts: tuple[str, ...] = ()
+    uses_durations: bool = False
+    actions: tuple[str, ...] = ()
+    rerun_after_fix: bool = True  # does re-running the tasks make sense once fixed?
+    _compiled: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
+
+    def matches(self, text: str) -> bool:
+        return any(p.search(text) for p in self._compiled)
+
+
+def _cause(**kw) -> Cause:
+    c = Cause(**kw)
+    object.__setattr__(c, "_compiled", tuple(re.compile(p, re.IGNORECASE) for p in c.patterns))
+    return c
+
+
+CAUSES: tuple[Cause, ...] = (
+    _cause(
+        key="handler_not_found",
+        title="Deploy dropped or renamed a handler",
+        symptoms='"handler not found for task" for one task type, from the moment of a deploy',
+        diagnosis="Compare the task types enqueued with the handlers the new build registers",
+        resolution="Roll back the worker, or deploy a build that registers the handler again; then re-run the tasks",
+        patterns=(r"handler not found for task",),
+        in_runbook=False,
+        actions=("rollout_history", "rollback", "rerun_retry", "rerun_archived"),
+    ),
+    _cause(
+        key="lease_expired",
+        title="Worker crashed or was OOM-killed mid-task",
+        symptoms='"asynq: task lease expired": the worker died or lost Redis while running tasks',
+        diagnosis="Look for restarts, OOMKilled and lost Redis connections of the worker",
+        resolution="Find why the worker died (memory limit, crash loop, node loss) and fix it; asynq retries the tasks itself",
+        patterns=(r"task lease expired", r"lease expired"),
+        in_runbook=False,
+        probe_kinds=("redis",),
+        actions=("worker_restarts", "worker_oom", "worker_logs"),
+        rerun_after_fix=False,
+    ),
+    _cause(
+        key="validation",
+        title="Validation errors (SkipRetry)",
+        symptoms="SkipRetry in logs: tasks archived at once, retried 0",
+        diagnosis="Check the task payload",
+        resolution="Fix the enqueuing code; the archived tasks will not succeed as they are",
+        patterns=(r"skip retry for the task",),
+        actions=("inspect_task", "list_archived", "fix_enqueuer", "delete_archived"),
+        rerun_after_fix=False,
+    ),
+    _cause(
+        key="panic",
+        title="Bug in handler (panic)",
+        symptoms="panic recovered by asynq, with a stack trace in the worker log",
+        diagnosis="Read the stack trace in the logs",
+        resolution="Fix and deploy (or roll back the build that introduced it); then re-run the tasks",
+        patterns=(r"^panic \[", r"\bpanic: ", r"nil pointer dereference", r"index out of range"),
+        actions=("panic_trace", "rollout_history", "rollback", "rerun_retry"),
+    ),
+    _cause(
+        key="rate_limit",
+        title="Rate limiting by an external API",
+        symptoms="429 Too Many Requests from an external API",
+        diagnosis="Check the external API's limits and its logs",
+        resolution="Add backoff (a RetryDelayFunc honouring Retry-After) and lower the worker's concurrency for this task type",
+        patterns=(r"\b429\b", r"too many requests", r"rate.?limit", r"quota exceeded", r"throttl"),
+        probe_kinds=("http",),
+        related_alerts=("HighErrorRate",),
+        actions=("check_external", "add_backoff"),
+    ),
+    _cause(
+        key="db_exhaustion",
+        title="Postgres connections exhausted",
+        symptoms='"too many clients" / "remaining connection slots are reserved"',
+        diagnosis="Compare connections in use with max_connections",
+        resolution="Lower the worker's pool size or concurrency, put a pooler (pgbouncer) in front, find leaked connections",
+        patterns=(r"too many clients", r"remaining connection slots", r"connection slots are reserved",
+                  r"too many connections"),
+        in_runbook=False,
+        probe_kinds=("postgres",),
+        probe_states=("degraded",),
+        related_alerts=("DBConnectionExhausted",),
+        actions=("pg_connections", "rerun_retry"),
+    ),
+    _cause(
+        key="redis_exhaustion",
+        title="Redis out of clients or memory",
+        symptoms='"max number of clients reached" or "OOM command not allowed"',
+        diagnosis="Check INFO clients and INFO memory on the worker's Redis",
+        resolution="Raise maxclients or maxmemory, or reduce connections; check for a connection leak",
+        patterns=(r"max number of clients reached", r"OOM command not allowed"),
+        in_runbook=False,
+        probe_kinds=("redis",),
+        probe_states=("degraded",),
+        actions=("redis_info", "rerun_retry"),
+    ),
+    _cause(
+        key="dependency",
+        title="Dependency failure",
+        symptoms="Connection errors to Postgres, Redis or an external API",
+        diagnosis="Check the dependencies",
+        resolution="Fix the dependency (restart it, fail over); then re-run the tasks that failed on it",
+        patterns=(r"connection refused", r"dial tcp", r"no such host", r"connection reset", r"broken pipe",
+                  r"i/o timeout", r"network is unreachable", r"server closed the connection", r"\bEOF\b",
+                  r"could not connect", r"connect: ", r"tls: ", r"x509: ", r"\b50[234]\b", r"service unavailable",
+                  r"bad gateway"),
+        probe_kinds=("postgres", "redis", "http"),
+        related_alerts=("DBConnectionExhausted",),
+        actions=("check_postgres", "restart_postgres", "rerun_retry"),
+    ),
+    _cause(
+        key="timeout",
+        title="Timeout",
+        symptoms="context deadline exceeded",
+        diagnosis="Check job duration against the task's timeout",
+        resolution="Find what made the handler slow; raise the task's Timeout only if the work is legitimately longer",
+        patterns=(r"context deadline exceeded", r"deadline exceeded", r"context canceled", r"timed? ?out"),
+        uses_durations=True,
+        actions=("check_durations", "raise_timeout", "rerun_retry"),
+    ),
+    _cause(
+        key="bad_data",
+        title="Bad data",
+        symptoms="Specific records fail, the same ids again and again",
+        diagnosis="Check the task payload and the records it names",
+        resolution="Fix the data (or the handler's handling of it); archive the tasks that cannot succeed",
+        patterns=(r"invalid", r"malformed", r"unmarshal", r"cannot parse", r"not found", r"unsupported",
+                  r"violates", r"constraint", r"duplicate key", r"no rows in result set", r"negative",
+                  r"out of range"),
+        actions=("inspect_task", "fix_data", "archive_bad"),
+        rerun_after_fix=True,
+    ),
+)
+
+CAUSES_BY_KEY = {c.key: c for c in CAUSES}
+
+UNKNOWN = "unknown"
+
+
+def match_cause(error: str, fingerprint: str = "") -> Cause | None:
+    """The first cause (in ``CAUSES`` order) whose patterns match the error, or None."""
+    for cause in CAUSES:
+        if cause.matches(error) or (fingerprint and cause.matches(fingerprint)):
+            return cause
+    return None

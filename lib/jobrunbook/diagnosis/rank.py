@@ -1,0 +1,229 @@
+"""Ranking the evidence into causes: shares, corroboration, onset, the verdict."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobrunbook.diagnosis.causes import CAUSES, UNKNOWN, Cause, match_cause
+from jobrunbook.diagnosis.commands import render_actions
+from jobrunbook.diagnosis.escalation import checklist, escalation, incident_update
+from jobrunbook.diagnosis.evidence import ErrorGroup, Evidence
+
+__all__ = ["diagnose", "RankedCause", "Diagnosis", "NEW_WINDOW_S"]
+
+# an error group first seen less than this before the alert started is "new"
+NEW_WINDOW_S = 30 * 60
+NORMAL_RATIO = 0.05
+
+_DEP_KINDS = (
+    ("postgres", re.compile(r":5432\b|postgres|\bpq: |pgx|sql: ", re.I)),
+    ("redis", re.compile(r":6379\b|redis", re.I)),
+    ("http", re.compile(r"https?://|status [1-5]\d\d|\b50[234]\b|tls: |x509: |no such host", re.I)),
+)
+
+
+@dataclass
+class RankedCause:
+    key: str
+    title: str
+    failures: int
+    share: float
+    confidence: float
+    level: str
+    evidence: list[str] = field(default_factory=list)
+    contradictions: list[str] = field(default_factory=list)
+    onset: str = "unknown"  # new | chronic | unknown
+    first_seen: float | None = None
+    task_types: list[str] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    resolution: str = ""
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    in_runbook: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Diagnosis:
+    verdict: str
+    top_cause: str
+    causes: list[RankedCause]
+    unexplained: dict[str, Any]
+    total_failures: int
+    task_types: list[str]
+    escalation: dict[str, Any]
+    checklist: list[dict[str, str]]
+    incident_update: str
+    sources_used: list[str]
+    unavailable: dict[str, str]
+    failure_ratio: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["causes"] = [c.to_dict() for c in self.causes]
+        return d
+
+
+def _level(confidence: float) -> str:
+    return "high" if confidence >= 0.7 else "medium" if confidence >= 0.45 else "low"
+
+
+def _group_dict(g: ErrorGroup) -> dict[str, Any]:
+    return {"queue": g.queue, "task_type": g.task_type, "fingerprint": g.fingerprint,
+            "example_error": g.example_error, "count": g.count, "retry": g.retry, "archived": g.archived,
+            "first_seen": g.first_seen, "last_seen": g.last_seen, "example_ids": list(g.example_ids[:3]),
+            "source": g.source}
+
+
+def _dependency_kinds(groups: list[ErrorGroup]) -> set[str]:
+    kinds = set()
+    for g in groups:
+        for kind, pattern in _DEP_KINDS:
+            if pattern.search(g.example_error):
+                kinds.add(kind)
+    return kinds
+
+
+def _signals(cause: Cause, groups: list[ErrorGroup], ev: Evidence, log_count: int) -> tuple[list[str], list[str]]:
+    """Corroborating and contradicting evidence for one cause, each a sentence an engineer can check."""
+    pro: list[str] = []
+    con: list[str] = []
+    if log_count:
+        pro.append(f"worker log: {log_count} failure line(s) of this kind")
+    relevant_kinds = set(cause.probe_kinds)
+    if cause.key == "dependency":
+        pointed = _dependency_kinds(groups)
+        relevant_kinds = pointed or relevant_kinds
+    for probe in ev.probes:
+        if probe.kind not in relevant_kinds:
+            continue
+        if probe.status in cause.probe_states:
+            pro.append(f"{probe.name} probe: {probe.status} ({probe.message})")
+        elif probe.status == "ok" and cause.key in ("dependency", "db_exhaustion", "redis_exhaustion"):
+            con.append(f"{probe.name} probe: ok now ({probe.message}): the outage may be over, or the tasks reach another host")
+    for name in cause.related_alerts:
+        if name in ev.related_alerts:
+            pro.append(f"related alert {name} is firing")
+    if cause.uses_durations and ev.durations:
+        types = {g.task_type for g in groups}
+        for d in ev.durations:
+            if d.task_type not in types:
+                continue
+            if d.at_timeout_share is not None and d.at_timeout_share >= 0.05:
+                pro.append(f"{d.task_type}: {d.at_timeout_share:.0%} of jobs ran to the {d.timeout_s:g} s timeout")
+            elif d.p95_s is not None and d.timeout_s and d.p95_s >= 0.8 * d.timeout_s:
+                pro.append(f"{d.task_type}: p95 {d.p95_s:.2f} s is near the {d.timeout_s:g} s timeout")
+            elif d.p95_s is not None and d.timeout_s and d.p95_s < 0.5 * d.timeout_s and not d.at_timeout_share:
+                con.append(f"{d.task_type}: p95 {d.p95_s:.2f} s is far below the {d.timeout_s:g} s timeout")
+    if cause.key == "lease_expired" and ev.servers_alive == 0:
+        pro.append("no asynq server is heartbeating now: the worker is down")
+    first = min((g.first_seen for g in groups if g.first_seen), default=None)
+    if cause.key in ("handler_not_found", "panic") and ev.deploy_time and first:
+        if first >= ev.deploy_time:
+            pro.append(f"first seen {int(first - ev.deploy_time)} s after the deploy")
+        else:
+            con.append("already failing before the last deploy")
+    return pro, con
+
+
+def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> Diagnosis:
+    """Rank the causes that explain the failures in ``ev``; never raises on missing evidence."""
+    now = time.time() if now is None else now
+    primary = ev.groups or ev.log_groups  # Redis first; the logs when Redis could not be read
+    total = sum(g.count for g in primary)
+    by_cause: dict[str, list[ErrorGroup]] = defaultdict(list)
+    for g in primary:
+        cause = match_cause(g.example_error, g.fingerprint)
+        by_cause[cause.key if cause else UNKNOWN].append(g)
+    log_by_cause: dict[str, int] = defaultdict(int)
+    if ev.groups:
+        for g in ev.log_groups:
+            cause = match_cause(g.example_error, g.fingerprint)
+            log_by_cause[cause.key if cause else UNKNOWN] += g.count
+
+    start = ev.started_at
+    ranked: list[RankedCause] = []
+    for cause in CAUSES:
+        groups = sorted(by_cause.get(cause.key, []), key=lambda g: -g.count)
+        pro, con = _signals(cause, groups, ev, log_by_cause.get(cause.key, 0))
+        failures = sum(g.count for g in groups)
+        if not failures and not any("probe" in p or "alert" in p for p in pro):
+            continue
+        share = failures / total if total else 0.0
+        confidence = 0.2 + 0.6 * share + 0.1 * min(len(pro), 3) - 0.2 * len(con)
+        if not failures:
+            confidence = min(confidence, 0.3)
+        confidence = round(max(0.05, min(0.97, confidence)), 2)
+        first = min((t for g in groups for t in (g.first_seen,) if t), default=None)
+        log_first = min((g.first_seen for g in ev.log_groups
+                         if g.first_seen and match_cause(g.example_error, g.fingerprint) is cause), default=None)
+        if log_first and (first is None or log_first < first):
+            first = log_first
+        onset = "unknown" if first is None or start is None else ("new" if first >= start - NEW_WINDOW_S else "chronic")
+        top = groups[0] if groups else None
+        values = {**ev.settings, "queue": top.queue if top else ev.alert.get("queue"),
+                  "task_type": top.task_type if top else ev.alert.get("task_type"),
+                  "fingerprint": top.fingerprint if top else "",
+                  "task_id": top.example_ids[0] if top and top.example_ids else None}
+        ranked.append(RankedCause(
+            key=cause.key, title=cause.title, failures=failures, share=round(share, 4), confidence=confidence,
+            level=_level(confidence), evidence=pro, contradictions=con, onset=onset, first_seen=first,
+            task_types=sorted({g.task_type for g in groups}), queues=sorted({g.queue for g in groups}),
+            groups=[_group_dict(g) for g in groups[:max_groups]], resolution=cause.resolution,
+            actions=render_actions(cause.actions, values), in_runbook=cause.in_runbook,
+        ))
+    ranked.sort(key=lambda c: (-c.failures, -c.confidence))
+
+    unexplained_groups = sorted(by_cause.get(UNKNOWN, []), key=lambda g: -g.count)
+    unexplained_n = sum(g.count for g in unexplained_groups)
+    unexplained = {"failures": unexplained_n, "share": round(unexplained_n / total, 4) if total else 0.0,
+                   "top_groups": [_group_dict(g) for g in unexplained_groups[:max_groups]]}
+
+    top = ranked[0] if ranked and ranked[0].failures else None
+    if top is not None and top.share < 0.2 and top.level == "low":
+        top = None  # too weak to name: say unknown and show the data
+    task_types = sorted({g.task_type for g in primary}, key=lambda t: -sum(g.count for g in primary if g.task_type == t))
+    verdict = _verdict(top, ranked, total, unexplained, ev)
+    severity = str(ev.alert.get("severity") or "warning")
+    esc = escalation(severity, start, now)
+    first_action = next((a["title"] for a in top.actions), "") if top else ""
+    return Diagnosis(
+        verdict=verdict, top_cause=top.key if top else UNKNOWN, causes=ranked, unexplained=unexplained,
+        total_failures=total, task_types=task_types, escalation=esc,
+        checklist=checklist(assessed=bool(primary) or ev.failure_ratio is not None, investigated=bool(primary),
+                            cause_known=top is not None, mitigated=None,
+                            resolved=None if ev.failure_ratio is None else ev.failure_ratio < NORMAL_RATIO),
+        incident_update=incident_update(severity=severity,
+                                        verdict=f"{top.title} ({top.level} confidence)." if top else "not known yet.",
+                                        task_types=task_types,
+                                        failure_ratio=ev.failure_ratio, next_update_utc=esc["deadline_utc"],
+                                        actions=[first_action] if first_action else []),
+        sources_used=[s for s, present in (("redis", ev.groups), ("logs", ev.log_groups), ("probes", ev.probes),
+                                           ("metrics", ev.durations or ev.failure_ratio is not None),
+                                           ("alertmanager", ev.related_alerts)) if present],
+        unavailable=dict(ev.unavailable), failure_ratio=ev.failure_ratio,
+    )
+
+
+def _verdict(top: RankedCause | None, ranked: list[RankedCause], total: int, unexplained: dict, ev: Evidence) -> str:
+    gaps = f" Not reachable: {', '.join(sorted(ev.unavailable))}." if ev.unavailable else ""
+    if not total:
+        return ("No failed tasks were found in retry or archived, so the evidence does not point to a cause "
+                "(unknown)." + gaps)
+    if top is None:
+        first = (unexplained["top_groups"] or [{}])[0] or (ranked[0].groups[0] if ranked and ranked[0].groups else {})
+        return (f"Cause unknown: {total} failed task(s) match none of the known causes strongly; the largest "
+                f"group is {first.get('task_type', '?')}: \"{first.get('example_error', '?')[:120]}\"." + gaps)
+    group = top.groups[0]
+    where = ", ".join(top.task_types[:3])
+    onset = {"new": " It started with this alert.", "chronic": " It was already failing before the alert."}.get(top.onset, "")
+    second = next((c for c in ranked[1:] if c.failures), None)
+    also = f" Second: {second.title} ({second.share:.0%})." if second and second.share >= 0.1 else ""
+    return (f"{top.title}: {top.share:.0%} of failed tasks ({top.failures} of {total}) on {where}, "
+            f"e.g. \"{group['example_error'][:120]}\" (confidence {top.level}).{onset}{also}{gaps}")
