@@ -186,8 +186,8 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> 
                    "top_groups": [_group_dict(g) for g in unexplained_groups[:max_groups]]}
 
     top = ranked[0] if ranked and ranked[0].failures else None
-    if top is not None and top.share < 0.2 and top.level == "low":
-        top = None  # too weak to name: say unknown and show the data
+    if top is not None and ((top.share < 0.2 and top.level == "low") or unexplained["share"] > top.share):
+        top = None  # too weak to name, or most failures are unexplained: say unknown and show the data
     task_types = sorted({g.task_type for g in primary}, key=lambda t: -sum(g.count for g in primary if g.task_type == t))
     verdict = _verdict(top, ranked, total, unexplained, ev)
     severity = str(ev.alert.get("severity") or "warning")
