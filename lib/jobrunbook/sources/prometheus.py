@@ -84,7 +84,7 @@ def _call(base_url: str, endpoint: str, params: dict, *, timeout: float, session
     hint = _hint(base_url, endpoint, params)
     watch = Stopwatch(clock)
     # Prometheus's own evaluation timeout a little under ours, so it answers with its error text
-    params = {**params, "timeout": f"{max(timeout - 0.5, 0.5):g}s"}
+    params = {**params, "timeout": f"{int(max(timeout - 0.5, 0.5) * 1000)}ms"}
     try:
         resp = http.get(url, params=params, timeout=timeout)
     except requests.RequestException as exc:
