@@ -1,0 +1,212 @@
+"""A live simulated incident: asynq's Redis, a worker's /metrics and log, an alert.
+
+    with start_demo("dependency-down", seed=7, state_dir=tmp) as demo:
+        demo.redis_url, demo.metrics_url, demo.log_path, demo.truth
+
+``start_demo`` starts a private Redis and an HTTP server (/metrics, /health,
+/external/health), writes 7 days of counters, simulates the last
+``window_minutes`` of the worker (baseline, then the incident from the onset)
+with asynq's own state transitions, writes ``demo.json`` and ``alert.json``
+into ``state_dir``, and, when ``live``, keeps the worker ticking every
+``tick_seconds`` until ``stop()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+from jobrunbook.demo.logs import WorkerLog
+from jobrunbook.demo.metrics import DemoHTTPServer, WorkerMetrics
+from jobrunbook.demo.scenarios import SCENARIOS, Scenario, get_scenario
+from jobrunbook.demo.server import PrivateRedis, free_port, start_redis
+from jobrunbook.demo.worker import Timeline, Worker
+from jobrunbook.demo.writer import build_alert, iso, measure_truth, write_history
+
+__all__ = ["Demo", "start_demo", "SCENARIOS", "Scenario", "get_scenario", "DEFAULT_STATE_DIR", "REAL_POSTGRES_DSN"]
+
+DEFAULT_STATE_DIR = Path("outputs/demo")
+REAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+SIM_TICK = 5.0  # seconds between steps of the simulated history
+
+
+class Demo:
+    """A running demo incident. Use as a context manager, or call ``stop()``."""
+
+    def __init__(self, scenario: Scenario, seed: int, state_dir: Path, redis_server: PrivateRedis,
+                 http: DemoHTTPServer, worker: Worker, log: WorkerLog, timeline: Timeline,
+                 postgres_dsn: str, history: dict) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.state_dir = state_dir
+        self.redis = redis_server
+        self.http = http
+        self.worker = worker
+        self.metrics = worker.metrics
+        self.log = log
+        self.timeline = timeline
+        self.postgres_dsn = postgres_dsn
+        self.history = history
+        self.truth: dict = {}
+        self.alert: dict = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stopped = False
+
+    # -- where things are ---------------------------------------------------
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+    @property
+    def metrics_url(self) -> str:
+        return self.http.base_url + "/metrics"
+
+    @property
+    def health_url(self) -> str:
+        return self.http.base_url + "/health"
+
+    @property
+    def external_health_url(self) -> str:
+        return self.http.base_url + "/external/health"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log.path
+
+    @property
+    def demo_json(self) -> Path:
+        return self.state_dir / "demo.json"
+
+    @property
+    def alert_path(self) -> Path:
+        return self.state_dir / "alert.json"
+
+    def client(self):
+        """A new redis-py client on the demo's Redis."""
+        return self.redis.client()
+
+    # -- running --------------------------------------------------------------
+    def step(self, now: float | None = None) -> None:
+        """Advance the worker to ``now`` (default: the clock) in one tick."""
+        with self._lock:
+            self.worker.tick(time.time() if now is None else now)
+
+    def _run(self, tick_seconds: float) -> None:
+        while not self._stop.wait(tick_seconds):
+            try:
+                self.step()
+            except Exception as exc:  # noqa: BLE001 (a live demo reports and keeps going)
+                self.log.app(time.time(), "error", "demo worker tick failed", error=str(exc))
+
+    def start_live(self, tick_seconds: float = 1.0) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, args=(tick_seconds,), name="demo-worker", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the worker, the HTTP server and the private Redis (idempotent)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.http.stop()
+        self.log.close()
+        self.redis.stop()
+
+    def __enter__(self) -> Demo:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- records ----------------------------------------------------------------
+    def info(self) -> dict:
+        """The content of demo.json."""
+        return {
+            "scenario": self.scenario.name,
+            "description": self.scenario.description,
+            "seed": self.seed,
+            "redis_url": self.redis_url,
+            "redis_kind": self.redis.kind,
+            "redis_pid": self.redis.pid,
+            "metrics_url": self.metrics_url,
+            "health_url": self.health_url,
+            "external_health_url": self.external_health_url,
+            "log_path": str(self.log_path),
+            "postgres_dsn": self.postgres_dsn,
+            "alert_path": str(self.alert_path),
+            "queues": ["critical", "default", "low"],
+            "window_start": iso(self.timeline.start),
+            "onset": iso(self.timeline.onset),
+            "deploy_at": iso(self.timeline.deploy_at),
+            "truth": self.truth,
+            "demo_pid": os.getpid(),
+        }
+
+    def write_records(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.demo_json.write_text(json.dumps(self.info(), indent=2) + "\n")
+        self.alert_path.write_text(json.dumps(self.alert, indent=2) + "\n")
+
+
+def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = DEFAULT_STATE_DIR, *,
+               now: float | None = None, live: bool = True, tick_seconds: float = 1.0,
+               window_minutes: float = 30.0, onset_minutes: float = 12.0, rate_per_second: float = 0.8,
+               redis_binary: str | None = None) -> Demo:
+    """Stand up the incident ``scenario`` (a name in SCENARIOS), reproducible by ``seed``.
+
+    ``now`` fixes the clock of the simulated history (same seed and now give
+    identical data); ``live=False`` leaves the worker still until ``step()``.
+    """
+    sc = get_scenario(scenario)
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time() if now is None else float(now)
+    start = now - window_minutes * 60
+    onset = now - onset_minutes * 60
+    incident = onset_minutes * 60
+    timeline = Timeline(start=start, onset=onset, crashes=[onset + f * incident for f in sc.crashes],
+                        deploy_at=onset if "deployed" in sc.conditions else None)
+    rng = random.Random(seed)
+    redis_server = start_redis(state_dir / "redis", redis_binary)
+    metrics = WorkerMetrics()
+    log_path = state_dir / "worker.log"
+    log_path.unlink(missing_ok=True)
+    log = WorkerLog(log_path, pid=17000 + rng.randrange(3000), rng=random.Random(seed + 1))
+    http = None
+    try:
+        client = redis_server.client()
+        http = DemoHTTPServer(metrics, rate_limited=lambda: False).start()
+        worker = Worker(client, sc, rng, timeline, log, metrics, rate_per_second)
+        http.rate_limited = lambda: worker.conditions(time.time()).rate_limited
+        history = write_history(client, random.Random(seed + 2), start, rate_per_second)
+        worker.start(start, f"127.0.0.1:{redis_server.port}", http.base_url.removeprefix("http://"))
+        t = start
+        while t < now:
+            t = min(now, t + SIM_TICK)
+            worker.tick(t)
+        dsn = REAL_POSTGRES_DSN
+        if "db_down" in sc.conditions:
+            dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens there
+        demo = Demo(sc, seed, state_dir, redis_server, http, worker, log, timeline, dsn, history)
+        demo.truth = {**sc.truth, "scenario": sc.name, "onset": iso(onset), "deploy_at": iso(timeline.deploy_at),
+                      "measured": measure_truth(client, worker.failed_attempts)}
+        demo.alert = build_alert(worker.attempts, sc, onset, now)
+        demo.write_records()
+    except BaseException:
+        if http is not None:
+            http.stop()
+        log.close()
+        redis_server.stop()
+        raise
+    if live:
+        demo.start_live(tick_seconds)
+    return demo

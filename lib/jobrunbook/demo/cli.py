@@ -1,0 +1,85 @@
+"""`jobrunbook demo`: stand up the live incident, print the inspector's summary.
+
+    jobrunbook demo [--scenario NAME] [--seed N] [--once] [--state-dir DIR] [--port-file FILE]
+
+Without ``--once`` the worker keeps running until Ctrl-C, then everything it
+started (its redis-server included) is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from jobrunbook.demo import DEFAULT_STATE_DIR, SCENARIOS, Demo, start_demo
+
+__all__ = ["add_arguments", "command", "render_summary"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", default="mixed", choices=sorted(SCENARIOS),
+                        help="which incident to stand up (default: mixed)")
+    parser.add_argument("--seed", type=int, default=1, help="same seed, same task ids, payloads and errors")
+    parser.add_argument("--once", action="store_true", help="write the incident, print the summary, stop")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                        help="where demo.json, alert.json and worker.log go (default: outputs/demo)")
+    parser.add_argument("--port-file", type=Path, default=None,
+                        help="also write demo.json's content to this file (for scripts waiting on the demo)")
+    parser.add_argument("--tick", type=float, default=1.0, help="seconds between live worker steps")
+
+
+def render_summary(demo: Demo) -> str:
+    """The inspector's summary of the demo's Redis (jobrunbook.asynq.summary), with where everything is."""
+    from jobrunbook.asynq.inspector import Inspector
+    from jobrunbook.asynq.summary import render_text, summarize
+
+    client = demo.client()
+    try:
+        with demo._lock:
+            text = render_text(summarize(Inspector(client)))
+    finally:
+        client.close()
+    truth = demo.truth
+    head = [
+        f"demo scenario {demo.scenario.name} (seed {demo.seed}): {demo.scenario.description}",
+        f"  redis        {demo.redis_url} ({demo.redis.kind})",
+        f"  metrics      {demo.metrics_url}",
+        f"  external API {demo.external_health_url}",
+        f"  postgres     {demo.postgres_dsn}",
+        f"  worker log   {demo.log_path}",
+        f"  alert        {demo.alert_path}",
+        f"  onset        {truth.get('onset')}" + (f"  deploy at {truth['deploy_at']}" if truth.get("deploy_at") else ""),
+        f"  truth        dominant cause {truth.get('dominant_cause')}, measured "
+        f"{truth.get('measured', {}).get('ranking')}",
+        "",
+    ]
+    return "\n".join(head) + text
+
+
+def command(args: argparse.Namespace) -> int:
+    demo = start_demo(args.scenario, args.seed, args.state_dir, live=not args.once, tick_seconds=args.tick)
+    try:
+        if args.port_file:
+            args.port_file.parent.mkdir(parents=True, exist_ok=True)
+            args.port_file.write_text(json.dumps(demo.info(), indent=2) + "\n")
+        if args.once:
+            print(render_summary(demo))
+            return 0
+        print(render_summary(demo))
+        print("\nthe incident is live (the worker keeps processing); Ctrl-C to stop", flush=True)
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        try:
+            while not done.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        print("\n" + render_summary(demo))
+        return 0
+    finally:
+        demo.stop()
+        print(f"demo stopped; records in {demo.state_dir}", file=sys.stderr)
