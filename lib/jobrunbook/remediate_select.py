@@ -60,6 +60,7 @@ class TaskFilter:
     error_contains: str | None = None
     failed_since: int | None = None   # last_failed_at >= this (unix s)
     failed_before: int | None = None  # last_failed_at < this (unix s)
+    score_before: int | None = None   # zset score < this: archived before / due before (unix s)
 
     def __post_init__(self) -> None:
         if not self.queue:
@@ -79,7 +80,7 @@ class TaskFilter:
 
     @property
     def whole_state(self) -> bool:
-        return not self.ids and not self.needs_message
+        return not self.ids and not self.needs_message and self.score_before is None
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
@@ -181,6 +182,8 @@ def select_tasks(client: redis.Redis, flt: TaskFilter, *, sample: int = 5, page:
                 pipe.hget(K.task_key(flt.queue, task_id), "msg")
             msgs = [decode_task(raw) for raw in pipe.execute()]
         for task_id, (_, score), msg in zip(ids, rows, msgs, strict=True):
+            if flt.score_before is not None and (score is None or score >= flt.score_before):
+                continue
             if flt.needs_message:
                 if msg is None:
                     sel.undecodable += 1

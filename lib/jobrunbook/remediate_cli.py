@@ -1,0 +1,164 @@
+"""`jobrunbook remediate ...`: dry run by default, acts only with --confirm N.
+
+    jobrunbook remediate run --queue default --state retry --type email:send \\
+        --error-contains "connection refused" --failed-since 1h          # dry run
+    jobrunbook remediate run ... --confirm 42 --max-tasks 100             # acts
+    jobrunbook remediate archive-all --queue default --state retry --confirm 55
+    jobrunbook remediate clear-retry --queue default                      # archive retry, cap-checked
+    jobrunbook remediate purge-archived --queue default --older-than-days 30
+    jobrunbook remediate ls --queue default --state archived
+    jobrunbook remediate orphans --queue default [--confirm N]
+    jobrunbook remediate blocking-ids --queue default [--confirm N]
+    jobrunbook remediate verify --queue default --for 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+
+from jobrunbook._exceptions import ConfigError
+
+__all__ = ["add_arguments", "command", "DEFAULT_URL"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_ACTIONS = {"run": "run", "archive": "archive", "delete": "delete",
+            "run-all": "run", "archive-all": "archive", "delete-all": "delete",
+            "clear-retry": "archive", "purge-archived": "delete", "blocking-ids": "delete"}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=None,
+                   help="asynq's Redis (default $JOBRUNBOOK_REDIS_URL or redis://127.0.0.1:6379/0; "
+                        "password via $JOBRUNBOOK_REDIS_PASSWORD)")
+    p.add_argument("--queue", "-q", required=True, help="asynq queue")
+    p.add_argument("--run-dir", default=None, help="run directory for audit.jsonl and exports/ "
+                                                   "(default: a new outputs/manual-<UTC stamp>/)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _acting(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--confirm", type=int, default=None, metavar="N",
+                   help="act: the task count the dry run showed (without it: dry run only)")
+    p.add_argument("--max-tasks", type=int, default=10_000, help="refuse when more tasks match (default 10000)")
+    p.add_argument("--batch-size", type=int, default=1000, help="tasks per Lua call, at most 1000")
+    p.add_argument("--allow-archive-eviction", action="store_true",
+                   help="archive even if asynq's 10,000 cap trims tasks (they are exported first)")
+    p.add_argument("--verify-for", type=float, default=0, metavar="SECONDS",
+                   help="after acting, watch the failure ratio and retry depth this long")
+    p.add_argument("--verify-interval", type=float, default=15)
+
+
+def _selection(p: argparse.ArgumentParser, *, state_only: bool = False) -> None:
+    p.add_argument("--state", "-s", required=state_only,
+                   help="retry | archived | scheduled | pending | completed (asynq has no 'failed')")
+    if state_only:
+        return
+    p.add_argument("--id", "-i", action="append", default=[], dest="ids", help="task id (repeatable)")
+    p.add_argument("--type", "-t", dest="task_type", help="task type, e.g. email:send")
+    p.add_argument("--fingerprint", help="error fingerprint (as `jobrunbook inspect` groups them)")
+    p.add_argument("--error-contains", help="substring of the task's last error")
+    p.add_argument("--failed-since", help="last failure at or after: 1h, 30m, 2d, ISO time or unix s")
+    p.add_argument("--failed-before", help="last failure before: same forms")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name in ("run", "archive", "delete"):
+        p = sub.add_parser(name, help=f"{name} tasks by id or by filter")
+        _common(p), _selection(p), _acting(p)
+    for name in ("run-all", "archive-all", "delete-all"):
+        p = sub.add_parser(name, help=f"{name.split('-')[0]} every task of one state, in batches")
+        _common(p), _selection(p, state_only=True), _acting(p)
+    p = sub.add_parser("clear-retry", help="archive every retry task (with the archive-cap check)")
+    _common(p), _acting(p)
+    p = sub.add_parser("purge-archived", help="delete archived tasks older than N days (exported first)")
+    _common(p), _acting(p)
+    p.add_argument("--older-than-days", type=float, required=True)
+    p = sub.add_parser("ls", help="list retry or archived tasks")
+    _common(p)
+    p.add_argument("--state", "-s", default="retry")
+    p.add_argument("--page", type=int, default=1)
+    p.add_argument("--size", type=int, default=30)
+    p = sub.add_parser("orphans", help="find (and with --confirm, export and delete) orphaned task hashes")
+    _common(p), _acting(p)
+    p = sub.add_parser("blocking-ids", help="archived/orphaned tasks whose fixed id blocks re-enqueueing")
+    _common(p), _acting(p)
+    p = sub.add_parser("verify", help="watch the failure ratio and retry depth; record if back to normal")
+    _common(p)
+    p.add_argument("--for", dest="duration", type=float, default=300, metavar="SECONDS")
+    p.add_argument("--interval", type=float, default=15)
+
+
+def _print(args, data, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+def command(args: argparse.Namespace) -> int:
+    from jobrunbook.asynq.connection import connect
+    from jobrunbook.remediate import execute_remediation, format_plan, plan_remediation
+    from jobrunbook.remediate_audit import append_audit, default_run_dir, watch_recovery
+    from jobrunbook.remediate_select import TaskFilter, parse_when
+    from jobrunbook.retry_mgmt import clean_orphans, find_blocking_ids, list_tasks
+
+    url = args.redis_url or os.environ.get("JOBRUNBOOK_REDIS_URL") or DEFAULT_URL
+    client = connect(url)
+    run_dir = args.run_dir or str(default_run_dir())
+    cmdline = "jobrunbook remediate " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a) if sys.argv else ""
+    action = args.action
+    if action == "ls":
+        rows = list_tasks(client, args.queue, args.state, page=args.page, size=args.size)
+        _print(args, rows, "\n".join(json.dumps(r, default=str) for r in rows) or "(none)")
+        return 0
+    if action == "verify":
+        res = watch_recovery(client, args.queue, duration_s=args.duration, interval_s=args.interval)
+        append_audit(run_dir, {"step": "verify", "command": cmdline, **res})
+        _print(args, res, f"verify {args.queue}: {res['reason']}; retry {res['retry_start']} -> {res['retry_end']}")
+        return 0 if res["returned_to_normal"] else 1
+    if action == "orphans":
+        res = clean_orphans(client, args.queue, run_dir=run_dir, confirm=args.confirm,
+                            max_tasks=args.max_tasks, command=cmdline)
+        _print(args, res, json.dumps(res, default=str) + f"\naudit: {run_dir}/audit.jsonl")
+        return 0
+    flt_kw: dict = {"queue": args.queue}
+    if action in ("run", "archive", "delete"):
+        flt_kw.update(state=args.state, ids=tuple(args.ids), task_type=args.task_type, fingerprint=args.fingerprint,
+                      error_contains=args.error_contains, failed_since=parse_when(args.failed_since),
+                      failed_before=parse_when(args.failed_before))
+    elif action in ("run-all", "archive-all", "delete-all"):
+        flt_kw["state"] = args.state
+    elif action == "clear-retry":
+        flt_kw["state"] = "retry"
+    elif action == "purge-archived":
+        flt_kw.update(state="archived", score_before=int(time.time() - args.older_than_days * 86400))
+    elif action == "blocking-ids":
+        ids = tuple(b["id"] for b in find_blocking_ids(client, args.queue))
+        if not ids:
+            print(f"no archived or orphaned task with a fixed id in queue {args.queue!r}")
+            return 0
+        flt_kw["ids"] = ids
+    else:  # pragma: no cover - argparse guards it
+        raise ConfigError(f"unknown action {action}")
+    flt = TaskFilter(**flt_kw)
+    op = _ACTIONS[action]
+    plan = plan_remediation(client, op, flt, run_dir=run_dir, batch_size=args.batch_size, command=cmdline)
+    if args.confirm is None:
+        _print(args, plan.to_dict(), format_plan(plan) + f"\naudit: {run_dir}/audit.jsonl")
+        return 0
+    result = execute_remediation(client, plan, confirm=args.confirm, max_tasks=args.max_tasks, run_dir=run_dir,
+                                 allow_archive_eviction=args.allow_archive_eviction, command=cmdline)
+    d = result.to_dict()
+    text = (f"{op}: {d['done']} task(s) done, skipped {d['skipped'] or 'none'}, {d['batches']} batch(es), "
+            f"longest call {d['longest_call_ms']} ms\n  before: {d['counts_before']}\n  after:  {d['counts_after']}"
+            + (f"\n  export: {d['export']} (undo: jobrunbook restore {d['export']})" if d["export"] else "")
+            + f"\n  audit: {run_dir}/audit.jsonl")
+    _print(args, d, text)
+    if args.verify_for > 0:
+        res = watch_recovery(client, args.queue, duration_s=args.verify_for, interval_s=args.verify_interval)
+        append_audit(run_dir, {"step": "verify", "command": cmdline, **res})
+        print(f"verify {args.queue}: {res['reason']}; retry {res['retry_start']} -> {res['retry_end']}")
+    return 0
