@@ -21,6 +21,8 @@ __all__ = ["main", "build_parser"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("jobrunbook.asynq.summary", "read an asynq Redis: queues, states, failed-task groups"),
     "demo": ("jobrunbook.demo.cli", "stand up a live simulated incident on this machine"),
+    "remediate": ("jobrunbook.remediate_cli", "act on failed tasks safely: dry run, --confirm N, export, audit"),
+    "restore": ("jobrunbook.restore_cli", "put tasks from a remediation export back, byte for byte"),
 }
 
 
