@@ -23,6 +23,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobrunbook.demo.cli", "stand up a live simulated incident on this machine"),
     "remediate": ("jobrunbook.remediate_cli", "act on failed tasks safely: dry run, --confirm N, export, audit"),
     "restore": ("jobrunbook.restore_cli", "put tasks from a remediation export back, byte for byte"),
+    "run": ("jobrunbook.run.cli", "run the runbook for an alert: section notebooks, then report.html"),
 }
 
 

@@ -1,0 +1,203 @@
+"""The report's figures: one function per figure, plain data in, a matplotlib ``Figure`` out.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, so they
+are safe in threads and in a long-running service) and rendered by Agg when
+saved. In a notebook, the returned figure displays inline as the cell's
+result. ``save_chart`` writes ``<run_dir>/charts/<name>.png``.
+
+Inputs (pandas DataFrames; extra columns are ignored):
+
+    failure_ratio_chart      time (datetime), failure_ratio (0..1) [, task_type]
+    failures_by_cause_chart  task_type, cause, count
+    queue_depth_chart        queue, retry, archived
+    daily_history_chart      date, processed, failed [, queue: summed]
+    duration_chart           task_type, p50, p95, p99 (seconds) [, timeout_s]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from jobrunbook._exceptions import ConfigError, DataError
+
+__all__ = [
+    "ChartFigure",
+    "failure_ratio_chart",
+    "failures_by_cause_chart",
+    "queue_depth_chart",
+    "daily_history_chart",
+    "duration_chart",
+    "save_chart",
+    "WARNING_RATIO",
+    "CRITICAL_RATIO",
+]
+
+WARNING_RATIO = 0.10
+CRITICAL_RATIO = 0.25
+_SIZE = (9.0, 3.6)
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
+
+
+class ChartFigure(Figure):
+    """A ``Figure`` that shows itself as PNG in IPython without pyplot or a backend set up."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+
+
+def _frame(data: Any, required: tuple[str, ...], what: str):
+    import pandas as pd
+
+    df = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{what} needs columns {', '.join(required)}; missing {', '.join(missing)}")
+    return df
+
+
+def _empty(fig: Figure, ax, message: str) -> Figure:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#555")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def failure_ratio_chart(data: Any, *, alert_start: datetime | str | None = None, warning: float = WARNING_RATIO,
+                        critical: float = CRITICAL_RATIO, title: str = "Failure ratio") -> Figure:
+    """Failure ratio over time, the warning and critical thresholds, and the alert's start."""
+    import pandas as pd
+
+    df = _frame(data, ("time", "failure_ratio"), "failure_ratio_chart")
+    fig = ChartFigure(figsize=_SIZE, layout="constrained")
+    ax = fig.add_subplot()
+    if df.empty:
+        return _empty(fig, ax, "no failure-ratio samples")
+    df = df.assign(time=pd.to_datetime(df["time"], utc=True)).sort_values("time")
+    groups = df.groupby("task_type") if "task_type" in df.columns else [("all", df)]
+    for name, g in groups:
+        ax.plot(g["time"], g["failure_ratio"] * 100, label=str(name), linewidth=1.6)
+    ax.axhline(warning * 100, color="#d98a00", linestyle="--", linewidth=1, label=f"warning {warning:.0%}")
+    ax.axhline(critical * 100, color="#c0262d", linestyle="--", linewidth=1, label=f"critical {critical:.0%}")
+    if alert_start is not None:
+        start = pd.to_datetime(alert_start, utc=True)
+        ax.axvline(start, color="#333", linestyle=":", linewidth=1.2)
+        ax.annotate("alert fired", (start, ax.get_ylim()[1]), xytext=(4, -12), textcoords="offset points",
+                    fontsize=8)
+    ax.set_ylabel("failed %")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def failures_by_cause_chart(data: Any, *, title: str = "Failures by task type and cause") -> Figure:
+    """Horizontal bars per task type, stacked by cause."""
+    df = _frame(data, ("task_type", "cause", "count"), "failures_by_cause_chart")
+    fig = ChartFigure(figsize=_SIZE, layout="constrained")
+    ax = fig.add_subplot()
+    if df.empty:
+        return _empty(fig, ax, "no failed task")
+    table = df.pivot_table(index="task_type", columns="cause", values="count", aggfunc="sum", fill_value=0)
+    table = table.loc[table.sum(axis=1).sort_values().index]
+    left = None
+    for cause in table.columns:
+        values = table[cause].to_numpy()
+        ax.barh(table.index.astype(str), values, left=left, label=str(cause)[:50])
+        left = values if left is None else left + values
+    ax.set_xlabel("failed tasks")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def queue_depth_chart(data: Any, *, title: str = "Retry and archived depth per queue") -> Figure:
+    """Grouped bars: retry and archived task counts per queue."""
+    import numpy as np
+
+    df = _frame(data, ("queue", "retry", "archived"), "queue_depth_chart")
+    fig = ChartFigure(figsize=_SIZE, layout="constrained")
+    ax = fig.add_subplot()
+    if df.empty:
+        return _empty(fig, ax, "no queue")
+    x = np.arange(len(df))
+    ax.bar(x - 0.2, df["retry"], width=0.4, label="retry", color="#d98a00")
+    ax.bar(x + 0.2, df["archived"], width=0.4, label="archived", color="#c0262d")
+    ax.set_xticks(x, [str(q)[:30] for q in df["queue"]])
+    ax.set_ylabel("tasks")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def daily_history_chart(data: Any, *, title: str = "Daily processed and failed (asynq counters)") -> Figure:
+    """Processed and failed per day, with the failed share on a second axis."""
+    import pandas as pd
+
+    df = _frame(data, ("date", "processed", "failed"), "daily_history_chart")
+    fig = ChartFigure(figsize=_SIZE, layout="constrained")
+    ax = fig.add_subplot()
+    if df.empty:
+        return _empty(fig, ax, "no daily counters")
+    daily = df.assign(date=pd.to_datetime(df["date"])).groupby("date")[["processed", "failed"]].sum().sort_index()
+    labels = [d.strftime("%m-%d") for d in daily.index]
+    ax.bar(labels, daily["processed"], label="processed", color="#6c8ebf")
+    ax.bar(labels, daily["failed"], label="failed", color="#c0262d")
+    share = (daily["failed"] / daily["processed"].where(daily["processed"] > 0)).fillna(0) * 100
+    ax2 = ax.twinx()
+    ax2.plot(labels, share, color="#333", marker="o", linewidth=1, label="failed %")
+    ax2.set_ylabel("failed %")
+    ax2.set_ylim(bottom=0)
+    ax.set_ylabel("tasks")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def duration_chart(data: Any, *, timeout_s: float | None = None,
+                   title: str = "Duration percentiles per task type vs timeout") -> Figure:
+    """p50/p95/p99 per task type as bars, the timeout as a line (per type if a column, else one)."""
+    import numpy as np
+
+    df = _frame(data, ("task_type", "p50", "p95", "p99"), "duration_chart")
+    fig = ChartFigure(figsize=_SIZE, layout="constrained")
+    ax = fig.add_subplot()
+    if df.empty:
+        return _empty(fig, ax, "no duration samples")
+    x = np.arange(len(df))
+    for i, (col, color) in enumerate((("p50", "#6c8ebf"), ("p95", "#d98a00"), ("p99", "#c0262d"))):
+        ax.bar(x + (i - 1) * 0.27, df[col], width=0.27, label=col, color=color)
+    if "timeout_s" in df.columns:
+        for xi, t in zip(x, df["timeout_s"], strict=True):
+            if t == t and t is not None:
+                ax.hlines(t, xi - 0.45, xi + 0.45, colors="#000", linestyles="--", linewidth=1.2)
+        ax.plot([], [], "k--", label="timeout")
+    elif timeout_s is not None:
+        ax.axhline(timeout_s, color="#000", linestyle="--", linewidth=1.2, label=f"timeout {timeout_s:g}s")
+    ax.set_xticks(x, [str(t)[:30] for t in df["task_type"]])
+    ax.set_ylabel("seconds")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def save_chart(fig: Figure, run_dir: str | os.PathLike | None, name: str, *, dpi: int = 100) -> Path:
+    """Save ``fig`` as ``<run_dir>/charts/<name>.png`` (run_dir defaults to ``$JOBRUNBOOK_RUN_DIR``)."""
+    from jobrunbook.findings import RUN_DIR_ENV
+
+    if not _NAME.match(name or ""):
+        raise ConfigError(f"chart name must be [A-Za-z0-9_-], got {str(name)[:40]!r}")
+    base = Path(run_dir or os.environ.get(RUN_DIR_ENV) or Path("outputs") / "adhoc")
+    path = base / "charts" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png")
+    return path

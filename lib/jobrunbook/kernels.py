@@ -1,0 +1,244 @@
+"""Kernels for section notebooks: a fresh one per notebook, or a warm pool.
+
+papermill hands extra keyword arguments to nbclient's ``NotebookClient``,
+which accepts a kernel manager (``km=``): when the manager already has a
+kernel, nbclient connects a new client to it and, since it does not own the
+manager, leaves the kernel running afterwards. That is the seam used here.
+
+- ``RunKernelManager``: an ``AsyncKernelManager`` that starts its kernel with
+  the given environment and working directory and remembers the clients it
+  handed out, so they can be closed after papermill is done.
+- ``KernelPool``: kernels started ahead of time with pandas and matplotlib
+  already imported (silently: no execution count, no history). Each kernel
+  runs ONE notebook; ``release`` shuts it down in the background and the pool
+  starts a replacement, one at a time, so no state is shared between runs.
+
+    with KernelPool(size=4) as pool:
+        km = pool.acquire()
+        try:
+            papermill.execute_notebook(src, dst, km=km)
+        finally:
+            pool.release(km)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+
+from jobrunbook._exceptions import JobrunbookError, SourceTimeout
+
+__all__ = ["RunKernelManager", "KernelPool", "WARMUP_CODE", "run_silently", "close_clients", "shutdown_now"]
+
+WARMUP_CODE = "import pandas, matplotlib, matplotlib.pyplot, numpy\n"
+
+
+class RunKernelManager(AsyncKernelManager):
+    """A kernel manager with a fixed environment and cwd that tracks its clients."""
+
+    def __init__(self, *, env: Mapping[str, str] | None = None, cwd: str | None = None, **kwargs: Any) -> None:
+        # IPC (unix sockets, mode 0600 under a private temp name) rather than TCP ports open to every local user
+        kwargs.setdefault("transport", "ipc")
+        if kwargs["transport"] == "ipc":
+            kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(), f"jrk-{uuid.uuid4().hex[:12]}"))
+        super().__init__(**kwargs)
+        self.extra_env = dict(env or {})
+        self.start_cwd = cwd
+        self.handed_out: list[Any] = []
+
+    async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
+        kw.setdefault("env", {**os.environ, **self.extra_env})
+        if self.start_cwd:
+            kw["cwd"] = self.start_cwd
+        await super()._async_start_kernel(**kw)
+
+    def client(self, **kwargs: Any):  # type: ignore[override]
+        kc = super().client(**kwargs)
+        self.handed_out.append(kc)
+        return kc
+
+
+async def run_silently(kc: Any, code: str, *, timeout: float = 60.0) -> None:
+    """Execute ``code`` on a started client without a trace in history or execution counts."""
+    msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SourceTimeout(f"kernel did not finish a setup step in {timeout:.0f}s")
+        reply = await kc.get_shell_msg(timeout=remaining)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    if reply["content"].get("status") != "ok":
+        raise JobrunbookError(f"kernel setup failed: {reply['content'].get('ename')}",
+                              hint="python -c 'import pandas, matplotlib' in the runtime environment")
+
+
+def close_clients(km: RunKernelManager) -> None:
+    """Stop the channels of every client papermill/nbclient opened on ``km``."""
+    while km.handed_out:
+        kc = km.handed_out.pop()
+        try:
+            kc.stop_channels()
+        except Exception:  # noqa: BLE001 - closing sockets must never mask the run's outcome
+            pass
+
+
+async def _shutdown(km: RunKernelManager, now: bool = True) -> None:
+    close_clients(km)
+    try:
+        if km.has_kernel:
+            await km.shutdown_kernel(now=now)
+    except Exception:  # noqa: BLE001 - a kernel that died on its own is already shut down
+        pass
+
+
+shutdown_now = run_sync(_shutdown)
+
+
+class KernelPool:
+    """``size`` pre-started, pre-imported kernels; each used once, then replaced in the background.
+
+    All kernel starts and shutdowns happen on the pool's own event loop
+    thread; callers only connect clients to a started kernel.
+    """
+
+    def __init__(self, size: int = 4, *, kernel_name: str = "python3", env: Mapping[str, str] | None = None,
+                 cwd: str | None = None, warmup_code: str = WARMUP_CODE, start_timeout: float = 60.0,
+                 parallel_starts: int = 1) -> None:
+        if size < 1:
+            raise ValueError("a kernel pool needs size >= 1")
+        self.size = size
+        self.kernel_name = kernel_name
+        self.env = dict(env or {})
+        self.cwd = cwd
+        self.warmup_code = warmup_code
+        self.start_timeout = start_timeout
+        self._ready: deque[RunKernelManager] = deque()
+        self._cond = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="jobrunbook-kernel-pool", daemon=True)
+        self._pending = 0
+        self._closed = False
+        self.started_count = 0
+        self.errors: list[str] = []
+        self.parallel_starts = max(1, parallel_starts)
+        self._start_gate: asyncio.Semaphore | None = None
+
+    # lifecycle ---------------------------------------------------------
+    def start(self, *, wait: bool = True) -> KernelPool:
+        """Start the pool's thread and its ``size`` kernels (one after another); ``wait`` for them all."""
+        self._thread.start()
+        for _ in range(self.size):
+            self._refill()
+        if wait:
+            self.wait_ready(self.size, timeout=self.start_timeout * self.size)
+        return self
+
+    def wait_ready(self, count: int | None = None, timeout: float = 120.0) -> None:
+        count = self.size if count is None else count
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._ready) >= count or self._closed, timeout):
+                raise SourceTimeout(f"kernel pool: {len(self._ready)}/{count} kernels ready after {timeout:.0f}s",
+                                    hint="python -m ipykernel --version; see pool.errors")
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            kms = list(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            futs = [asyncio.run_coroutine_threadsafe(_shutdown(km), self._loop) for km in kms]
+            for f in futs:
+                try:
+                    f.result(timeout=15)
+                except Exception:  # noqa: BLE001
+                    pass
+            # let queued starts finish and be shut down
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop).result(timeout=60)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=15)
+
+    def __enter__(self) -> KernelPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # use -----------------------------------------------------------------
+    def acquire(self, timeout: float = 120.0) -> RunKernelManager:
+        """Take a ready kernel (waiting for one if need be); a replacement starts in the background."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
+                raise SourceTimeout(f"no warm kernel ready within {timeout:.0f}s", hint="pool.errors")
+            if self._closed:
+                raise JobrunbookError("kernel pool is closed")
+            km = self._ready.popleft()
+        self._refill()
+        return km
+
+    def release(self, km: RunKernelManager) -> None:
+        """Close the notebook's clients and shut its kernel down in the background."""
+        close_clients(km)
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(_shutdown(km), self._loop)
+
+    # internals -------------------------------------------------------------
+    def _refill(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._pending += 1
+        asyncio.run_coroutine_threadsafe(self._start_one(), self._loop)
+
+    async def _start_one(self) -> None:
+        # starts are gated (one at a time by default) so a refill competes with a running notebook for one core
+        if self._start_gate is None:
+            self._start_gate = asyncio.Semaphore(self.parallel_starts)
+        async with self._start_gate:
+            await self._start_gated()
+
+    async def _start_gated(self) -> None:
+        if self._closed:
+            with self._cond:
+                self._pending -= 1
+            return
+        km = RunKernelManager(env=self.env, cwd=self.cwd, kernel_name=self.kernel_name)
+        try:
+            await km.start_kernel()
+            kc = km.client()
+            kc.start_channels()
+            try:
+                await kc.wait_for_ready(timeout=self.start_timeout)
+                if self.warmup_code:
+                    await run_silently(kc, self.warmup_code, timeout=self.start_timeout)
+            finally:
+                close_clients(km)
+        except Exception as exc:  # noqa: BLE001 - recorded; acquire() times out with the reason
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            await _shutdown(km)
+            with self._cond:
+                self._pending -= 1
+            return
+        with self._cond:
+            self._pending -= 1
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._ready.append(km)
+                self.started_count += 1
+                self._cond.notify_all()
+        if closed:
+            await _shutdown(km)

@@ -1,0 +1,269 @@
+"""The run's report: ``report.html`` (self-contained, offline), ``outputs/index.html`` and ``rca.md``.
+
+The notebooks are rendered by nbconvert's ``basic`` template (cell bodies
+only: no require.js, no MathJax, no CDN) with inputs and prompts excluded and
+HTML outputs sanitised; the page around them is ``templates/report.html.j2``
+(Jinja2, autoescaped), so nothing in the page loads from outside and every
+image is an inline data URI. The verdict block comes from the findings (see
+``jobrunbook.findings``); a missing key reads "unknown", never an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jobrunbook.findings import read_findings, summarize_verdict
+from jobrunbook.run.rundir import read_status
+
+__all__ = ["render_report", "render_index", "write_rca", "verdict_line", "normalise_verdict", "notebook_body"]
+
+UNKNOWN = "unknown"
+
+
+def _env():
+    import jinja2
+
+    loader = jinja2.FileSystemLoader(str(resources.files("jobrunbook") / "templates"))
+    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.ChainableUndefined)
+
+
+def _css() -> str:
+    return (resources.files("jobrunbook") / "templates" / "report.css").read_text(encoding="utf-8")
+
+
+def _text(value: Any, limit: int = 500) -> str:
+    if value in (None, "", [], {}):
+        return UNKNOWN
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v, limit) for v in value)[:limit]
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_text(v, limit)}" for k, v in value.items())[:limit]
+    return str(value)[:limit]
+
+
+def _pct(value: Any, *, places: int = 1) -> str:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return UNKNOWN
+    if x != x:
+        return UNKNOWN
+    return f"{x * 100:.{places}f} %" if x <= 1 else f"{x:.{places}f} %"
+
+
+def _confidence(value: Any) -> tuple[float, str]:
+    if isinstance(value, str) and value and not value.replace(".", "", 1).isdigit():
+        return (0.0, value[:40])
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return (0.0, UNKNOWN)
+    return (x if x <= 1 else x / 100, _pct(x, places=0))
+
+
+def normalise_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
+    """Display-ready strings from the verdict keys, whatever shape they arrived in."""
+    causes_in = verdict.get("causes")
+    causes = []
+    for c in causes_in if isinstance(causes_in, list) else []:
+        if not isinstance(c, Mapping):
+            c = {"name": c}
+        rank, conf = _confidence(c.get("confidence"))
+        evidence = c.get("evidence")
+        evidence = [evidence] if isinstance(evidence, str | Mapping) else evidence if isinstance(evidence, list) else []
+        actions = []
+        for a in c.get("actions") if isinstance(c.get("actions"), list) else []:
+            a = a if isinstance(a, Mapping) else {"title": a}
+            actions.append({"title": _text(a.get("title"), 300),
+                            "command": str(a.get("command") or "")[:2000]})
+        causes.append({"name": _text(c.get("name"), 200), "confidence": conf, "rank": rank,
+                       "evidence": [_text(e, 400) for e in evidence][:8], "actions": actions})
+    causes.sort(key=lambda c: -c["rank"])
+    top = causes[0] if causes else None
+    esc = verdict.get("escalation") if isinstance(verdict.get("escalation"), Mapping) else {}
+    severity = _text(verdict.get("severity"), 40)
+    types = verdict.get("task_types")
+    if isinstance(types, list):
+        types = [t.get("task_type", t.get("name", t)) if isinstance(t, Mapping) else t for t in types]
+    return {
+        "headline": _text(verdict.get("verdict"), 400) if verdict.get("verdict") else
+        (f"Likely cause: {top['name']}" if top else "unknown: no verdict was recorded"),
+        "severity": severity,
+        "severity_label": severity.upper() if severity != UNKNOWN else "",
+        "severity_class": severity.lower() if severity.lower() in ("critical", "warning", "info") else "unknown",
+        "failure_pct": _pct(verdict.get("failure_ratio")),
+        "task_types": _text(types, 300),
+        "cause_name": top["name"] if top else UNKNOWN,
+        "cause_confidence": top["confidence"] if top else UNKNOWN,
+        "cause_evidence": top["evidence"] if top else [],
+        "other_causes": causes[1:4],
+        "actions": top["actions"] if top else [],
+        "deadline": _text(esc.get("deadline_utc"), 60),
+        "next_step": _text(esc.get("next_step"), 300),
+        "who": _text(esc.get("who"), 120),
+    }
+
+
+def verdict_line(verdict: Mapping[str, Any]) -> str:
+    """One line for a terminal or a notification: cause first, then severity and failure rate."""
+    v = normalise_verdict(verdict)
+    return (f"{v['cause_name']} ({v['cause_confidence']}) | {v['severity']} | failures {v['failure_pct']} | "
+            f"{v['task_types']} | {v['headline']}")
+
+
+def notebook_body(path: Path, exporter: Any = None) -> str:
+    """The executed notebook as HTML: outputs and markdown only, sanitised, images inline."""
+    import nbformat
+
+    exporter = exporter or _exporter()
+    nb = nbformat.read(str(path), as_version=4)
+    body, _ = exporter.from_notebook_node(nb)
+    return body
+
+
+def _exporter():
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
+                        exclude_output_prompt=True, sanitize_html=True, embed_images=False)
+
+
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = None) -> Path:
+    """Write ``run_dir/report.html`` from the executed notebooks, the findings and status.json."""
+    from markupsafe import Markup
+
+    run_dir = Path(run_dir)
+    status = dict(status or read_status(run_dir))
+    findings = read_findings(run_dir)
+    v = normalise_verdict(summarize_verdict(findings))
+    exporter = _exporter()
+    states = status.get("sections") or {}
+    names = sorted(set(states) | {p.stem for p in (run_dir / "notebooks").glob("*.ipynb")})
+    sections = []
+    for name in names:
+        st = states.get(name, {})
+        nb_path = run_dir / "notebooks" / f"{name}.ipynb"
+        try:
+            body = Markup(notebook_body(nb_path, exporter)) if nb_path.exists() else \
+                Markup("<p>The notebook did not start; see the error above.</p>")
+        except Exception as exc:  # noqa: BLE001 - one unreadable notebook must not hide the others
+            body = Markup("<p class='failed-note'>Could not render this notebook: {}</p>").format(
+                f"{type(exc).__name__}: {exc}")
+        elapsed = st.get("elapsed_s")
+        sections.append({"section": name, "state": st.get("state", UNKNOWN), "error": st.get("error"),
+                         "elapsed": f"{elapsed:.1f} s" if isinstance(elapsed, int | float) else "", "body": body})
+    failed = [s for s in sections if s["state"] not in ("ok",)]
+    charts = [{"name": p.stem, "uri": _data_uri(p)} for p in sorted((run_dir / "charts").glob("*.png"))]
+    page = _env().get_template("report.html.j2").render(
+        v=v, status=status, sections=sections, failed=failed, charts=charts, css=Markup(_css()),
+        generated=_now_text())
+    out = run_dir / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def render_index(outputs_dir: str | os.PathLike) -> Path:
+    """Write ``outputs_dir/index.html``: every run, newest first."""
+    from markupsafe import Markup
+
+    outputs_dir = Path(outputs_dir)
+    runs = []
+    for status_path in outputs_dir.glob("*/status.json"):
+        try:
+            st = json.loads(status_path.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        run_id = status_path.parent.name
+        has_report = (status_path.parent / "report.html").exists()
+        runs.append({
+            "time": str(st.get("started_at") or "")[:19].replace("T", " "), "sort": str(st.get("started_at") or ""),
+            "run_id": run_id, "alertname": st.get("alertname", ""), "queue": st.get("queue", ""),
+            "severity": st.get("severity", ""), "state": st.get("state", UNKNOWN),
+            "verdict": _text(st.get("verdict"), 200),
+            "href": f"{quote(run_id)}/report.html" if has_report else None,
+        })
+    runs.sort(key=lambda r: (r["sort"], r["run_id"]), reverse=True)
+    page = _env().get_template("index.html.j2").render(runs=runs, css=Markup(_css()), generated=_now_text())
+    out = outputs_dir / "index.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def _md(value: Any) -> str:
+    """Untrusted text made inert in Markdown: HTML escaped, table pipes and backticks neutralised."""
+    return html.escape(_text(value, 500)).replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = None) -> Path:
+    """Write ``run_dir/rca.md``: timeline, figures, cause, actions, for the post-incident review."""
+    run_dir = Path(run_dir)
+    status = dict(status or read_status(run_dir))
+    verdict = summarize_verdict(read_findings(run_dir))
+    v = normalise_verdict(verdict)
+    lines = [f"# Incident summary: {_md(status.get('alertname'))} on queue {_md(status.get('queue'))}", "",
+             f"**Verdict:** {_md(v['headline'])}", "", "## Timeline (UTC)", "",
+             "| when | what |", "|---|---|"]
+    events = [(status.get("starts_at"), "alert started firing"), (status.get("started_at"), "runbook run started")]
+    for name, st in sorted((status.get("sections") or {}).items()):
+        events.append((st.get("ended_at"), f"section {name}: {st.get('state')}"))
+    events.append((status.get("ended_at"), f"run finished: {status.get('state')}"))
+    if status.get("resolved_at"):
+        events.append((status.get("resolved_at"), "alert resolved"))
+    for when, what in sorted((e for e in events if e[0]), key=lambda e: str(e[0])):
+        lines.append(f"| {_md(when)} | {_md(what)} |")
+    lines += ["", "## Figures", "",
+              f"- Severity: {_md(v['severity'])}",
+              f"- Failure rate: {_md(v['failure_pct'])}",
+              f"- Task types failing: {_md(v['task_types'])}",
+              f"- Run duration: {_md(status.get('duration_s'))} s; sections not completed: "
+              f"{_md(status.get('failed_sections') or 'none')}"]
+    if status.get("time_to_resolve_s") is not None:
+        lines.append(f"- Time to resolve: {_md(status.get('time_to_resolve_s'))} s")
+    charts = sorted((run_dir / "charts").glob("*.png"))
+    lines += [f"- ![{_md(p.stem)}](charts/{quote(p.name)})" for p in charts]
+    lines += ["", "## Cause", "", f"**{_md(v['cause_name'])}** ({_md(v['cause_confidence'])} confidence)", ""]
+    lines += [f"- {_md(e)}" for e in v["cause_evidence"]]
+    if v["other_causes"]:
+        lines += ["", "Other candidates: " + ", ".join(f"{_md(c['name'])} ({_md(c['confidence'])})"
+                                                       for c in v["other_causes"])]
+    lines += ["", "## Actions", ""]
+    for a in v["actions"] or [{"title": UNKNOWN, "command": ""}]:
+        lines.append(f"1. {_md(a['title'])}")
+        if a["command"]:
+            lines += ["", "   ```sh", "   " + a["command"].replace("```", "'''").replace("\n", "\n   "), "   ```"]
+    audit = run_dir / "audit.jsonl"
+    if audit.exists():
+        lines += ["", "## Actions taken (audit.jsonl)", ""]
+        for raw in audit.read_text(encoding="utf-8").splitlines()[-50:]:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            lines.append(f"- {_md(rec.get('at') or rec.get('when'))}: {_md(rec.get('action') or rec.get('op'))} "
+                         f"{'(dry run)' if rec.get('dry_run') else ''}")
+    lines += ["", "## Escalation", "", f"Deadline {_md(v['deadline'])}; next step: {_md(v['next_step'])}; "
+              f"who: {_md(v['who'])}", "", f"Report: report.html (run {_md(status.get('run_id'))})", ""]
+    out = run_dir / "rca.md"
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out

@@ -1,0 +1,282 @@
+"""One run: the alert's parameters through every section notebook, then the report.
+
+``execute_run`` creates the run directory, executes ``00`` first, then
+``01``-``04`` concurrently (bounded by cores), then ``05`` and ``06``, each
+by papermill with a timeout, on a fresh kernel per notebook (one-shot) or on
+a warm ``KernelPool`` (the service). A section that fails keeps its executed
+notebook (papermill's error banner on top) and gets a ``failed`` finding; the
+report is produced whatever happened. Secrets reach kernels only through
+their environment, never as parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jobrunbook.findings import RUN_DIR_ENV, read_findings, summarize_verdict, write_findings
+from jobrunbook.kernels import KernelPool, RunKernelManager, run_silently, shutdown_now
+from jobrunbook.run.params import RunParams, split_secrets
+from jobrunbook.run.rundir import (
+    create_run_dir,
+    discover_notebooks,
+    make_run_id,
+    read_status,
+    write_json,
+    write_status,
+)
+
+__all__ = ["Run", "SectionResult", "execute_run", "plan_stages", "set_run_state", "DEFAULT_TIMEOUT"]
+
+DEFAULT_TIMEOUT = 300.0
+ProgressFn = Callable[[str, str, float], None]
+
+
+@dataclasses.dataclass
+class SectionResult:
+    section: str  # "02_asynq"
+    state: str  # pending | running | ok | failed | timeout
+    notebook: Path  # the executed notebook in the run directory
+    started_at: str | None = None
+    ended_at: str | None = None
+    elapsed_s: float | None = None
+    error: str | None = None
+
+    def as_status(self, run_dir: Path) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["notebook"] = str(self.notebook.relative_to(run_dir))
+        return d
+
+
+@dataclasses.dataclass
+class Run:
+    run_id: str
+    run_dir: Path
+    params: RunParams  # as injected (no secret)
+    state: str  # done | failed
+    sections: dict[str, SectionResult]
+    verdict: dict[str, Any]  # summarize_verdict(read_findings(run_dir))
+    report: Path | None  # run_dir/report.html, None if rendering itself failed
+    started_at: str
+    ended_at: str
+    duration_s: float
+
+    @property
+    def failed_sections(self) -> list[str]:
+        return [s for s, r in self.sections.items() if r.state not in ("ok",)]
+
+    @property
+    def headline(self) -> str:
+        from jobrunbook.report import verdict_line
+
+        return verdict_line(self.verdict)
+
+
+def plan_stages(sections: list[str]) -> list[list[str]]:
+    """``00`` alone, ``01``-``04`` together, every other section alone, in number order."""
+    stages: list[list[str]] = []
+    parallel: list[str] | None = None
+    for name in sorted(sections):
+        num = int(name[:2])
+        if 1 <= num <= 4:
+            if parallel is None:
+                parallel = []
+                stages.append(parallel)
+            parallel.append(name)
+        else:
+            stages.append([name])
+    return stages
+
+
+def _now(clock: Callable[[], datetime]) -> str:
+    return clock().astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _prelude(env: Mapping[str, str], cwd: str) -> str:
+    # sent silently over the kernel's channel: never part of the notebook
+    return f"import os as _o\n_o.environ.update({dict(env)!r})\n_o.chdir({cwd!r})\ndel _o\n"
+
+
+def _execute_one(src: Path, dst: Path, parameters: dict[str, Any], *, env: Mapping[str, str], cwd: str,
+                 timeout: float, pool: KernelPool | None, kernel_name: str) -> tuple[str, str | None]:
+    """Run one notebook by papermill; return (state, error). Never raises for a notebook's failure."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    # papermill warns for every injected name a notebook does not declare: expected here
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+
+    if pool is not None:
+        km = pool.acquire()
+    else:
+        km = RunKernelManager(env=env, cwd=cwd, kernel_name=kernel_name)
+    fired = threading.Event()
+
+    def interrupt() -> None:
+        fired.set()
+        try:
+            asyncio.run(km.interrupt_kernel())
+        except Exception:  # noqa: BLE001 - nbclient's own cell timeout is the backstop
+            pass
+
+    async def on_start(notebook: Any = None, **_: Any) -> None:
+        if pool is not None and km.handed_out:
+            await run_silently(km.handed_out[-1], _prelude(env, cwd))
+
+    watchdog = threading.Timer(timeout, interrupt)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        papermill.execute_notebook(
+            str(src), str(dst), parameters=parameters, kernel_name=kernel_name, progress_bar=False,
+            log_output=False, km=km, execution_timeout=int(timeout) + 15, on_notebook_start=on_start,
+        )
+        return "ok", None
+    except PapermillExecutionError as exc:
+        if fired.is_set():
+            return "timeout", f"section timed out after {timeout:.0f}s (interrupted in cell {exc.exec_count})"
+        return "failed", f"{exc.ename}: {exc.evalue}"[:2000]
+    except Exception as exc:  # noqa: BLE001 - dead kernel, cell timeout, unreadable notebook: all results
+        state = "timeout" if fired.is_set() or "timed out" in str(exc).lower() else "failed"
+        return state, f"{type(exc).__name__}: {exc}"[:2000]
+    finally:
+        watchdog.cancel()
+        if pool is not None:
+            pool.release(km)
+        else:
+            shutdown_now(km)
+
+
+def set_run_state(run_dir: Path, state: str, **extra: Any) -> dict[str, Any]:
+    """Update status.json's state (e.g. ``resolved`` by the service) and any extra fields."""
+    status = read_status(run_dir)
+    status.update(extra, state=state)
+    write_status(run_dir, status)
+    return status
+
+
+def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = None,
+                outputs_dir: str | os.PathLike | None = None, alert: Mapping[str, Any] | None = None,
+                env: Mapping[str, str] | None = None, pool: KernelPool | None = None,
+                timeout: float = DEFAULT_TIMEOUT, max_parallel: int | None = None,
+                kernel_name: str = "python3", clock: Callable[[], datetime] | None = None,
+                on_progress: ProgressFn | None = None, render: bool = True) -> Run:
+    """Execute every ``NN_<section>.ipynb`` of ``notebooks_dir`` for ``params``; return the finished ``Run``.
+
+    ``env``: extra environment for the kernels (secrets); a password in
+    ``params``' URLs is moved there. With ``pool`` the notebooks run on warm
+    kernels (whose environment was fixed when the pool started, plus ``env``
+    and ``$JOBRUNBOOK_RUN_DIR`` applied silently before each notebook).
+    """
+    clock = clock or (lambda: datetime.now(UTC))
+    params, secret_env = split_secrets(params)
+    notebooks_dir = Path(notebooks_dir or params.notebooks_dir).resolve()
+    outputs_dir = Path(outputs_dir or params.outputs_dir).resolve()
+    params = params.replace(notebooks_dir=str(notebooks_dir), outputs_dir=str(outputs_dir))
+    notebooks = discover_notebooks(notebooks_dir)
+    t_start = clock()
+    run_dir = create_run_dir(outputs_dir, make_run_id(params.alertname, params.queue, params.fingerprint,
+                                                      now=t_start))
+    run_id = run_dir.name
+    kernel_env = {**(env or {}), **secret_env, RUN_DIR_ENV: str(run_dir)}
+    injected = params.as_dict() | {"run_id": run_id, "run_dir": str(run_dir)}
+    write_json(run_dir / "alert.json", dict(alert) if alert is not None else {"labels": {
+        k: v for k, v in params.as_dict().items() if k in ("alertname", "severity", "queue", "task_type",
+                                                            "component")}, "startsAt": params.starts_at,
+        "status": params.status, "fingerprint": params.fingerprint, "source": "labels"})
+    write_json(run_dir / "params.json", injected)
+
+    results = {name: SectionResult(name, "pending", run_dir / "notebooks" / src.name)
+               for name, src in notebooks}
+    sources = dict(notebooks)
+    lock = threading.Lock()
+    t0 = time.monotonic()
+    status: dict[str, Any] = {
+        "run_id": run_id, "state": "running", "mode": "warm" if pool else "cold",
+        "alertname": params.alertname, "severity": params.severity, "queue": params.queue,
+        "task_type": params.task_type, "starts_at": params.starts_at, "started_at": _now(clock),
+        "ended_at": None, "duration_s": None, "sections": {}, "failed_sections": [], "report": None,
+        "verdict": None,
+    }
+
+    def save_status() -> None:
+        with lock:
+            status["sections"] = {n: r.as_status(run_dir) for n, r in results.items()}
+            write_status(run_dir, status)
+
+    save_status()
+
+    def run_section(name: str) -> None:
+        res = results[name]
+        res.state, res.started_at = "running", _now(clock)
+        t = time.monotonic()
+        save_status()
+        if on_progress:
+            on_progress(name, "running", 0.0)
+        state, error = _execute_one(sources[name], res.notebook, injected, env=kernel_env, cwd=str(run_dir),
+                                    timeout=timeout, pool=pool, kernel_name=kernel_name)
+        res.state, res.error = state, error
+        res.ended_at, res.elapsed_s = _now(clock), round(time.monotonic() - t, 3)
+        if state != "ok":
+            _record_failure(run_dir, name, state, error)
+        save_status()
+        if on_progress:
+            on_progress(name, state, res.elapsed_s)
+
+    workers = max(1, max_parallel or min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobrunbook-section") as ex:
+        for stage in plan_stages(list(results)):
+            list(ex.map(run_section, stage))
+
+    findings = read_findings(run_dir)
+    verdict = summarize_verdict(findings)
+    failed = [n for n, r in results.items() if r.state != "ok"]
+    status.update(state="failed" if failed else "done", failed_sections=failed, ended_at=_now(clock),
+                  duration_s=round(time.monotonic() - t0, 3), verdict=verdict.get("verdict"))
+    report: Path | None = None
+    if render:
+        report = _render_all(run_dir, outputs_dir, status)
+    save_status()
+    return Run(run_id=run_id, run_dir=run_dir, params=params, state=status["state"], sections=results,
+               verdict=verdict, report=report, started_at=status["started_at"], ended_at=status["ended_at"],
+               duration_s=status["duration_s"])
+
+
+def _record_failure(run_dir: Path, name: str, state: str, error: str | None) -> None:
+    """Keep what the notebook found before it broke, and say that it broke."""
+    existing = read_findings(run_dir).get(name, {}).get("data", {})
+    data = dict(existing) | {"error": error or state, "section_state": state,
+                             "notebook": f"notebooks/{name}.ipynb"}
+    write_findings(name, data, run_dir, status="failed")
+
+
+def _render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any]) -> Path | None:
+    from jobrunbook.report import render_index, render_report, write_rca
+
+    report = None
+    errors = []
+    for step in (lambda: render_report(run_dir, status=status), lambda: write_rca(run_dir, status=status)):
+        try:
+            out = step()
+            if out.name == "report.html":
+                report = out
+        except Exception as exc:  # noqa: BLE001 - the run's record must survive a rendering bug
+            errors.append(f"{type(exc).__name__}: {exc}")
+    status["report"] = "report.html" if report else None
+    if errors:
+        status["render_errors"] = errors
+    write_status(run_dir, status)
+    try:
+        render_index(outputs_dir)
+    except Exception as exc:  # noqa: BLE001
+        status.setdefault("render_errors", []).append(f"index: {type(exc).__name__}: {exc}")
+    return report
