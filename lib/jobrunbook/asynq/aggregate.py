@@ -36,9 +36,10 @@ from jobrunbook.asynq import asynq_pb2, keys
 from jobrunbook.asynq.connection import describe_client, translate_errors
 from jobrunbook.fingerprint import fingerprint
 
-__all__ = ["FailureGroup", "FailureAggregate", "aggregate_failures", "OTHER", "BATCH_LUA"]
+__all__ = ["FailureGroup", "FailureAggregate", "aggregate_failures", "OTHER", "BATCH_LUA", "DEFAULT_BATCH"]
 
 OTHER = "(other)"
+DEFAULT_BATCH = 1000
 
 # The msg of every id of a rank slice, and the ids whose hash is gone.
 BATCH_LUA = """
@@ -180,7 +181,7 @@ class _Reader:
 
     def __init__(self, client: redis.Redis, sha: str, key: str, prefix: str, batch: int) -> None:
         self.client, self.sha, self.key, self.prefix, self.batch = client, sha, key, prefix, batch
-        self.conn = client.connection_pool.get_connection("EVALSHA")
+        self.conn = client.connection_pool.get_connection()
         self.start = 0
 
     def send(self) -> None:
@@ -197,7 +198,7 @@ class _Reader:
         self.client.connection_pool.release(self.conn)
 
 
-def aggregate_failures(client: redis.Redis, queues: list[str], *, batch: int = 1000, max_groups: int = 1000,
+def aggregate_failures(client: redis.Redis, queues: list[str], *, batch: int = DEFAULT_BATCH, max_groups: int = 1000,
                        examples: int = 3, states: tuple[str, ...] = keys.FAILED_STATES) -> FailureAggregate:
     """Group the failed tasks of ``queues`` by (queue, task type, fingerprint of the error).
 
@@ -217,8 +218,7 @@ def aggregate_failures(client: redis.Redis, queues: list[str], *, batch: int = 1
     by_state = dict.fromkeys(states, 0)
     tasks = 0
     complete, reason = True, None
-    pb = asynq_pb2.TaskMessage()
-    parse = pb.ParseFromString
+    new_message = asynq_pb2.TaskMessage
     started = False
 
     for queue in queues:
@@ -235,6 +235,10 @@ def aggregate_failures(client: redis.Redis, queues: list[str], *, batch: int = 1
                     if n == batch:
                         reader.send()
                     by_state[state] += n
+                    # a fresh message per slice: upb keeps every parse's strings in the
+                    # message's arena until the message is dropped
+                    pb = new_message()
+                    parse = pb.ParseFromString
                     for tid in gone:
                         anomalies["missing_hash"] += 1
                         if len(anomaly_examples["missing_hash"]) < examples:
