@@ -133,7 +133,7 @@ def test_fifty_megabytes_of_junk_is_bounded(tmp_path):
     assert junk.ok, junk.message
     assert junk.data["truncated"] and junk.data["lines"] <= 5000
     line = '2026-11-29T19:26:25.892149Z app level=error msg="task failed" queue=q task_type=t:x task_id=a error="dial tcp 10.0.0.1:5432: connect: connection refused"'
-    flood = collect_worker_logs("command", command=["sh", "-c", f"yes '{line}' | head -n 320000"],
+    flood = collect_worker_logs("command", command=["sh", "-c", f"yes '{line}' | head -n 340000"],
                                 since=None, max_bytes=1024 * 1024, tail=2000, timeout=20)
     assert flood.ok and flood.data["truncated"] and flood.data["bytes_read"] > 50 * 1024 * 1024
     assert flood.data["groups"][["task_type", "fingerprint", "count"]].values.tolist() == [
