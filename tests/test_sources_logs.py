@@ -135,7 +135,7 @@ def test_fifty_megabytes_of_junk_is_bounded(tmp_path):
     line = '2026-11-29T19:26:25.892149Z app level=error msg="task failed" queue=q task_type=t:x task_id=a error="dial tcp 10.0.0.1:5432: connect: connection refused"'
     flood = collect_worker_logs("command", command=["sh", "-c", f"yes '{line}' | head -n 340000"],
                                 since=None, max_bytes=1024 * 1024, tail=2000, timeout=20)
-    assert flood.ok and flood.data["truncated"] and flood.data["bytes_read"] > 50 * 1024 * 1024
+    assert flood.ok and flood.data["truncated"] and flood.data["bytes_read"] > 50_000_000
     assert flood.data["groups"][["task_type", "fingerprint", "count"]].values.tolist() == [
         ["t:x", "dial tcp <addr>: connect: connection refused", 2000]]
     assert time.monotonic() - started < 30
