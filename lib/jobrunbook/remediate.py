@@ -280,7 +280,7 @@ def execute_remediation(client: redis.Redis, plan: Plan, *, confirm: int | None,
         return result
     except RemediationRefused:
         raise
-    except Exception as exc:
+    except BaseException as exc:  # ^C and crashes too: the record survives the error
         append_audit(run_dir, {"step": "interrupted", **base, "error": f"{type(exc).__name__}: {exc}",
                                "counts_after": state_counts(client, flt.queue),
                                "export": str(export_path) if export_path else None})

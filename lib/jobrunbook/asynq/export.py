@@ -5,12 +5,14 @@ task, captured atomically by a read-only Lua script just before the batch
 that changes it:
 
     {"kind": "task", "queue", "id", "key", "fields": {name: {"b64": ...}},
-     "ttl_ms", "state", "membership": {"key", "type": "zset"|"list", "score"}
+     "encoding", "ttl_ms", "state", "membership": {"key", "type": "zset"|"list", "score"}
      or null (an orphan), "unique": {"key", "value": {"b64"}, "ttl_ms"} or null,
      "msg_sha1", "exported_at_ms"}
 
-``fields`` keeps the hash's own field order, so a restored hash DUMPs
-identically. After each batch an ``applied`` line lists the ids the script
+``fields`` keeps the hash's own field order and ``encoding`` its encoding,
+so a restored hash has the same field order (and DUMPs identically: always
+for a listpack hash, and for a hashtable one of up to 4 fields, which covers
+asynq's msg/state/unique_key/pending_since). After each batch an ``applied`` line lists the ids the script
 really changed; ``restore_export`` restores those only (a task skipped
 because it changed meanwhile is not rolled back), unless ``everything=True``.
 """
@@ -61,7 +63,7 @@ for i = 4, #ARGV do
       uttl = redis.call("PTTL", uk)
     end
     out[#out + 1] = {id, 1, redis.call("HGETALL", key), redis.call("PTTL", key), mtype, mkey, score,
-                     uk or "", uval, uttl}
+                     uk or "", uval, uttl, redis.call("OBJECT", "ENCODING", key)}
   end
 end
 return out
@@ -94,7 +96,7 @@ def capture_tasks(client: redis.Redis, queue: str, ids: Sequence[str]) -> list[d
         task_id = _s(row[0])
         if int(row[1]) == 0:
             continue
-        flat, ttl, mtype, mkey, score, uk, uval, uttl = row[2:]
+        flat, ttl, mtype, mkey, score, uk, uval, uttl, encoding = row[2:]
         fields = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         membership = None
         if mtype and score is not None:
@@ -105,7 +107,8 @@ def capture_tasks(client: redis.Redis, queue: str, ids: Sequence[str]) -> list[d
         msg = fields.get("msg", b"")
         records.append({
             "kind": "task", "queue": queue, "id": task_id, "key": K.task_key(queue, task_id),
-            "fields": {name: _b64(value) for name, value in fields.items()}, "ttl_ms": int(ttl),
+            "fields": {name: _b64(value) for name, value in fields.items()}, "encoding": _s(encoding),
+            "ttl_ms": int(ttl),
             "state": _s(fields.get("state", b"")), "membership": membership, "unique": unique,
             "msg_sha1": hashlib.sha1(msg).hexdigest(), "exported_at_ms": now_ms,
         })
@@ -257,7 +260,9 @@ def restore_export(client: redis.Redis, path: str | Path, lock: QueueLock, *, fo
         argv = [lock.token, K.queue_prefix(q), K.queue_prefix(q) + "g:", rec["id"], "1" if force else "0", msg,
                 mem.get("type", ""), mem.get("key", ""), mem.get("score") or "", group, rec.get("ttl_ms", -1),
                 uniq.get("key", ""), _raw(uniq["value"]) if uniq else b"", u_ttl]
-        for name, value in fields:
+        # a listpack keeps insertion order; a small hashtable iterates its chains newest first, so
+        # inserting in reverse gives back the same order (and the same DUMP, up to 4 fields)
+        for name, value in (reversed(fields) if rec.get("encoding") == "hashtable" else fields):
             argv += [name, value]
         if dry_run:
             current = client.hget(rec["key"], "msg")
