@@ -1,0 +1,63 @@
+"""Each chart function: plain data in, a Figure with the right marks out, a PNG saved."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from matplotlib.dates import date2num
+
+from jobrunbook import charts
+from jobrunbook._exceptions import ConfigError, DataError
+
+T = pd.date_range("2026-11-29T18:00Z", periods=20, freq="1min")
+
+
+def test_failure_ratio_thresholds_and_alert_start(tmp_path):
+    df = pd.DataFrame({"time": list(T) * 2, "failure_ratio": [0.05] * 20 + [0.3] * 20,
+                       "task_type": ["a"] * 20 + ["b"] * 20})
+    fig = charts.failure_ratio_chart(df, alert_start="2026-11-29T18:10:00Z")
+    ax = fig.axes[0]
+    horizontal = sorted(line.get_ydata()[0] for line in ax.lines if len(set(line.get_ydata())) == 1
+                        and line.get_label().startswith(("warning", "critical")))
+    assert horizontal == [10.0, 25.0]
+    vertical = [line for line in ax.lines if line.get_xdata()[0] == line.get_xdata()[-1] and len(line.get_xdata()) == 2]
+    start = date2num(pd.Timestamp("2026-11-29T18:10:00Z"))
+    assert any(abs(date2num(line.get_xdata()[0]) - start) < 1e-9 for line in vertical)
+    assert {line.get_label() for line in ax.lines} >= {"a", "b"}
+    png = charts.save_chart(fig, tmp_path, "failure_ratio")
+    assert png == tmp_path / "charts" / "failure_ratio.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig._repr_png_()[:4] == b"\x89PNG"
+
+
+def test_failures_stacked_by_cause():
+    df = pd.DataFrame({"task_type": ["email:send", "email:send", "report:generate"],
+                       "cause": ["db refused", "timeout", "timeout"], "count": [7, 2, 5]})
+    ax = charts.failures_by_cause_chart(df).axes[0]
+    assert len(ax.patches) == 4  # 2 task types x 2 causes
+    assert sorted(p.get_width() for p in ax.patches) == [0, 2, 5, 7]
+    assert max(p.get_x() + p.get_width() for p in ax.patches) == 9  # stacked, not overlaid
+
+
+def test_queue_depth_and_daily_and_durations():
+    ax = charts.queue_depth_chart(pd.DataFrame({"queue": ["default", "low"], "retry": [120, 3],
+                                                "archived": [40, 0]})).axes[0]
+    assert sorted(p.get_height() for p in ax.patches) == [0, 3, 40, 120]
+    daily = pd.DataFrame({"date": ["2026-11-28", "2026-11-29", "2026-11-29"], "processed": [100, 50, 50],
+                          "failed": [1, 20, 10], "queue": ["a", "a", "b"]})
+    fig = charts.daily_history_chart(daily)
+    assert [p.get_height() for p in fig.axes[0].patches] == [100, 100, 1, 30]
+    assert list(fig.axes[1].lines[0].get_ydata()) == [1.0, 30.0]
+    dur = pd.DataFrame({"task_type": ["a", "b"], "p50": [1, 2], "p95": [5, 9], "p99": [8, 29.5], "timeout_s": [30, 30]})
+    ax = charts.duration_chart(dur).axes[0]
+    assert len(ax.patches) == 6 and len(ax.collections) == 2  # a timeout line per task type
+    ax = charts.duration_chart(dur.drop(columns="timeout_s"), timeout_s=30).axes[0]
+    assert any(line.get_ydata()[0] == 30 for line in ax.lines)
+
+
+def test_empty_and_wrong_input():
+    fig = charts.queue_depth_chart(pd.DataFrame(columns=["queue", "retry", "archived"]))
+    assert fig.axes[0].texts[0].get_text() == "no queue"
+    with pytest.raises(DataError, match="missing failure_ratio"):
+        charts.failure_ratio_chart(pd.DataFrame({"time": T}))
+    with pytest.raises(ConfigError):
+        charts.save_chart(fig, "/tmp", "../escape")
