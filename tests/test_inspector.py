@@ -7,7 +7,6 @@ import json
 import pytest
 from _asynq_helpers import generated_at, put_task, truth
 from conftest import SNAPSHOTS, load_fixture_snapshot
-
 from jobrunbook._exceptions import ConfigError, NotFound
 from jobrunbook.asynq import asynq_pb2, keys
 from jobrunbook.asynq.inspector import Inspector

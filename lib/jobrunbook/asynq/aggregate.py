@@ -216,7 +216,6 @@ def aggregate_failures(client: redis.Redis, queues: list[str], *, batch: int = D
     anomalies = {"missing_hash": 0, "corrupt_msg": 0, "non_utf8_text": 0}
     anomaly_examples: dict[str, list[str]] = {k: [] for k in anomalies}
     by_state = dict.fromkeys(states, 0)
-    tasks = 0
     complete, reason = True, None
     new_message = asynq_pb2.TaskMessage
     started = False
@@ -285,7 +284,6 @@ def aggregate_failures(client: redis.Redis, queues: list[str], *, batch: int = D
                         r[retried] = r.get(retried, 0) + 1
                         if len(entry[4]) < examples:
                             entry[4].append(tid)
-                    tasks += len(msgs)
                     if n < batch:
                         break
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -296,12 +294,13 @@ def aggregate_failures(client: redis.Redis, queues: list[str], *, batch: int = D
                     raise RedisUnavailable(f"Redis at {describe_client(client)} failed: {exc}") from None
                 complete = False
                 reason = (f"Redis at {describe_client(client)} stopped answering while reading {queue}/{state} "
-                          f"after {tasks:,} tasks: {exc}")
+                          f"after {sum(by_state.values()):,} failed-task ids: {exc}")
                 break
             finally:
                 reader.close(broken)
         if not complete:
             break
+    tasks = sum(e[0] for e in stats.values())
     overflow = sum(e[0] for k, e in stats.items() if k[2] == OTHER)
     groups = _merge(stats, examples)
     return FailureAggregate(queues=list(queues), groups=groups, tasks=tasks, by_state=by_state,
