@@ -80,18 +80,18 @@ ACTIONS: dict[str, Action] = {a.key: a for a in (
            note="The same record ids fail again and again: see the example errors."),
     Action("delete_archived", "Once the enqueuer is fixed, remove these archived tasks (exported first, dry run first)",
            ("jobrunbook remediate delete --redis-url \"$REDIS_URL\" --queue {queue_q} --state archived"
-            " --task-type {task_type_q} --error {fingerprint_q}",), changes_state=True),
+            " --type {task_type_q} --fingerprint {fingerprint_q}",), changes_state=True),
     Action("archive_bad", "Stop retrying the tasks that cannot succeed (exported first, dry run first)",
            ("jobrunbook remediate archive --redis-url \"$REDIS_URL\" --queue {queue_q} --state retry"
-            " --task-type {task_type_q} --error {fingerprint_q}",), changes_state=True),
+            " --type {task_type_q} --fingerprint {fingerprint_q}",), changes_state=True),
     Action("rerun_retry", "After the fix, re-run the tasks waiting in retry (dry run first)",
            ("jobrunbook remediate run --redis-url \"$REDIS_URL\" --queue {queue_q} --state retry"
-            " --task-type {task_type_q} --error {fingerprint_q}",
+            " --type {task_type_q} --fingerprint {fingerprint_q}",
             f"asynq task runall {_Q} --state=retry"), changes_state=True,
            note="The asynq CLI re-runs every retry task of the queue; jobrunbook re-runs only these."),
     Action("rerun_archived", "After the fix, re-run the archived ones too (dry run first)",
            ("jobrunbook remediate run --redis-url \"$REDIS_URL\" --queue {queue_q} --state archived"
-            " --task-type {task_type_q} --error {fingerprint_q}",
+            " --type {task_type_q} --fingerprint {fingerprint_q}",
             f"asynq task runall {_Q} --state=archived"), changes_state=True),
     Action("rollout_history", "See what was deployed and when",
            ("kubectl rollout history deployment/{deployment} -n {namespace}",
