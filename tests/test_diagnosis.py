@@ -171,3 +171,19 @@ def test_every_action_template_renders():
     rendered = render_actions(list(ACTIONS), {"queue": "default", "task_type": "email:send", "task_id": "abc"})
     assert len(rendered) == len(ACTIONS)
     assert all("{" not in c or "{{" in c or "'{" in c or "%{" in c for a in rendered for c in a["commands"])
+
+
+def test_recommended_jobrunbook_commands_parse_with_the_real_cli():
+    from jobrunbook.cli import build_parser
+
+    parser = build_parser()
+    d = diagnose(Evidence(groups=groups_from_inspector("mixed") + groups_from_inspector("bad-deploy")), now=NOW)
+    checked = 0
+    for cause in d.causes:
+        for action in cause.actions:
+            for command in action["commands"]:
+                if command.startswith("jobrunbook "):
+                    args = parser.parse_args(shlex.split(command.replace('"$REDIS_URL"', "redis://127.0.0.1:1/0"))[1:])
+                    assert args.command in ("remediate", "inspect")
+                    checked += 1
+    assert checked >= 4
