@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from matplotlib.dates import date2num
-
 from jobrunbook import charts
 from jobrunbook._exceptions import ConfigError, DataError
+from matplotlib.dates import date2num
 
 T = pd.date_range("2026-11-29T18:00Z", periods=20, freq="1min")
 

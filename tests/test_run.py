@@ -12,10 +12,10 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import FIXTURES, ROOT
-
 from jobrunbook._exceptions import ConfigError
 from jobrunbook.findings import read_findings
 from jobrunbook.kernels import KernelPool
+from jobrunbook.run import cli as run_cli
 from jobrunbook.run import (
     create_run_dir,
     execute_run,
@@ -25,7 +25,6 @@ from jobrunbook.run import (
     plan_stages,
     split_secrets,
 )
-from jobrunbook.run import cli as run_cli
 
 NOTEBOOKS = ROOT / "tests" / "notebooks"
 ALERTS = FIXTURES / "alertmanager"

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
-
 from jobrunbook._exceptions import ConfigError
 from jobrunbook.findings import RUN_DIR_ENV, SCHEMA, read_findings, summarize_verdict, write_findings
 

@@ -48,10 +48,18 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 class ChartFigure(Figure):
     """A ``Figure`` that shows itself as PNG in IPython without pyplot or a backend set up."""
 
+    _png: bytes | None = None
+
+    def png_bytes(self, dpi: int = 100) -> bytes:
+        """The PNG, rendered once: the notebook's inline image and charts/NAME.png are the same bytes."""
+        if self._png is None:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", dpi=dpi)
+            self._png = buf.getvalue()
+        return self._png
+
     def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.savefig(buf, format="png", dpi=100)
-        return buf.getvalue()
+        return self.png_bytes()
 
 
 def _frame(data: Any, required: tuple[str, ...], what: str):
@@ -199,5 +207,8 @@ def save_chart(fig: Figure, run_dir: str | os.PathLike | None, name: str, *, dpi
     base = Path(run_dir or os.environ.get(RUN_DIR_ENV) or Path("outputs") / "adhoc")
     path = base / "charts" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
+    if isinstance(fig, ChartFigure):
+        path.write_bytes(fig.png_bytes(dpi))
+    else:
+        fig.savefig(path, dpi=dpi, format="png")
     return path

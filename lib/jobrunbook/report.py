@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import resources
@@ -24,7 +25,7 @@ from urllib.parse import quote
 from jobrunbook.findings import read_findings, summarize_verdict
 from jobrunbook.run.rundir import read_status
 
-__all__ = ["render_report", "render_index", "write_rca", "verdict_line", "normalise_verdict", "notebook_body"]
+__all__ = ["clean_html", "render_report", "render_index", "write_rca", "verdict_line", "normalise_verdict", "notebook_body"]
 
 UNKNOWN = "unknown"
 
@@ -130,11 +131,41 @@ def notebook_body(path: Path, exporter: Any = None) -> str:
     return body
 
 
+_DROP_BLOCKS = re.compile(r"<(script|style|iframe|object|embed|template)\b.*?</\1\s*>", re.I | re.S)
+_TAGS = frozenset({"a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "details", "div", "dl", "dt",
+                   "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre",
+                   "s", "small", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot",
+                   "th", "thead", "tr", "u", "ul"})
+
+
+def _img_attr(tag: str, name: str, value: str) -> bool:
+    # an image may only be inline: a remote src would load from the network (and stall offline)
+    return name in ("alt", "width", "height") or (name == "src" and value.startswith("data:image/"))
+
+
+_ATTRS = {"*": ["class", "id", "title"], "a": ["href"], "img": _img_attr,
+          "td": ["colspan", "rowspan"], "th": ["colspan", "rowspan"], "span": ["style"], "div": ["style"]}
+
+
+def clean_html(text: str) -> str:
+    """Sanitise HTML from notebooks: an allowlist of tags, inline images only, links not loaded."""
+    import bleach
+    from bleach.css_sanitizer import CSSSanitizer
+
+    text = _DROP_BLOCKS.sub("", str(text))
+    css = CSSSanitizer(allowed_css_properties=["color", "font-size", "font-weight", "background-color",
+                                               "text-align", "font-family"])
+    return bleach.clean(text, tags=_TAGS, attributes=_ATTRS, protocols=["http", "https", "mailto", "data"],
+                        strip=True, strip_comments=True, css_sanitizer=css)
+
+
 def _exporter():
     from nbconvert import HTMLExporter
 
+    # basic = cell bodies only (no require.js, no MathJax); sanitize_html routes HTML through clean_html
     return HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
-                        exclude_output_prompt=True, sanitize_html=True, embed_images=False)
+                        exclude_output_prompt=True, sanitize_html=True, embed_images=False,
+                        filters={"clean_html": clean_html})
 
 
 def _data_uri(png: Path) -> str:
@@ -170,7 +201,9 @@ def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | Non
         sections.append({"section": name, "state": st.get("state", UNKNOWN), "error": st.get("error"),
                          "elapsed": f"{elapsed:.1f} s" if isinstance(elapsed, int | float) else "", "body": body})
     failed = [s for s in sections if s["state"] not in ("ok",)]
-    charts = [{"name": p.stem, "uri": _data_uri(p)} for p in sorted((run_dir / "charts").glob("*.png"))]
+    shown = "".join(str(s["body"]) for s in sections)
+    charts = [{"name": p.stem, "uri": uri} for p in sorted((run_dir / "charts").glob("*.png"))
+              if (uri := _data_uri(p)).split(",", 1)[1] not in shown]  # figures no section displayed
     page = _env().get_template("report.html.j2").render(
         v=v, status=status, sections=sections, failed=failed, charts=charts, css=Markup(_css()),
         generated=_now_text())

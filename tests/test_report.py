@@ -1,0 +1,210 @@
+"""report.html, index.html and rca.md: offline, escaped, verdict first; opened in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from html.parser import HTMLParser
+
+import pytest
+import requests
+import websocket
+from conftest import ROOT
+from jobrunbook.findings import write_findings
+from jobrunbook.report import render_index, render_report, write_rca
+from jobrunbook.run import execute_run, params_from_labels
+from jobrunbook.run.rundir import write_status
+
+NOTEBOOKS = ROOT / "tests" / "notebooks"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+class _Refs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _refs(page: str) -> list[tuple[str, dict]]:
+    p = _Refs()
+    p.feed(page)
+    return p.tags
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    params = params_from_labels(["alertname=JobFailureRateCritical", "severity=critical", "queue=default",
+                                 "task_type=email:send"])
+    return execute_run(params, notebooks_dir=NOTEBOOKS / "basic", outputs_dir=out, timeout=60)
+
+
+def test_report_loads_nothing_from_outside(run):
+    page = run.report.read_text()
+    tags = _refs(page)
+    assert not [t for t, a in tags if t == "script"]  # no script at all: no require.js, no MathJax
+    for tag, attrs in tags:
+        if tag == "a":
+            continue  # a link is followed on a click, not loaded
+        for key in ("src", "href", "data", "srcset", "poster"):
+            value = (attrs.get(key) or "").strip().lower()
+            assert not value.startswith(("http:", "https:", "//", "file:")), (tag, key, value[:80])
+    imgs = [a["src"] for t, a in tags if t == "img"]
+    assert len(imgs) == 2 and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert "@import" not in page and "url(http" not in page
+
+
+def test_report_verdict_first_then_sections_without_code(run):
+    page = run.report.read_text()
+    verdict_at = page.index('id="verdict"')
+    assert verdict_at < page.index('id="s-00_alert"') < page.index('id="s-06_remediation"')
+    head = page[verdict_at:page.index("<nav")]
+    for text in ("Postgres refuses connections: email:send failing at 31%", "CRITICAL" if False else "critical",
+                 "31.0 %", "email:send", "Database connection exhausted", "82 %",
+                 "psql -c &#39;select count(*) from pg_stat_activity&#39;",
+                 "jobrunbook remediate run --queue default --state retry --task-type email:send",
+                 "2026-11-29T18:45:27Z", "page the database on-call", "dba-oncall", "External API down (10 %)"):
+        assert text in head, text
+    assert "02_asynq" in head and "deliberately broken" in head  # the failed section is called out up top
+    assert "write_findings(" not in page and "import pandas" not in page  # no input cells
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert "An Exception was encountered" in page
+
+
+def test_clean_html_keeps_structure_drops_active_and_remote_content():
+    dirty = ('<h2 id="x">Step</h2><p onclick="steal()">text</p><script>alert(1)</script>'
+             '<style>body{display:none}</style><img src="https://evil.example/x.png" alt="r">'
+             '<img src="data:image/png;base64,AAAA" alt="ok"><a href="javascript:alert(1)">j</a>'
+             '<a href="https://runbooks.example.com/x">runbook</a><iframe src="https://x"></iframe>'
+             '<table><tr><td colspan="2">1 &lt;b&gt;</td></tr></table><span style="color:red;position:fixed">!</span>')
+    from jobrunbook.report import clean_html
+
+    out = clean_html(dirty)
+    assert '<h2 id="x">Step</h2>' in out and "<p>text</p>" in out and '<td colspan="2">1 &lt;b&gt;</td>' in out
+    assert '<img src="data:image/png;base64,AAAA" alt="ok">' in out and '<img alt="r">' in out
+    assert '<a href="https://runbooks.example.com/x">runbook</a>' in out and "javascript" not in out
+    for gone in ("<script", "alert(1)", "onclick", "display:none", "evil.example", "<iframe", "position"):
+        assert gone not in out, gone
+    assert 'style="color:red;"' in out
+
+
+def test_missing_or_malformed_verdict_keys_read_unknown(tmp_path):
+    run_dir = tmp_path / "r1"
+    write_status(run_dir, {"run_id": "r1", "state": "done", "alertname": "<b>x</b>", "queue": "q", "sections": {}})
+    write_findings("05_diagnosis", {"causes": "garbage", "escalation": 3, "failure_ratio": "n/a",
+                                    "task_types": [{"task_type": "a:b"}, 7]}, run_dir)
+    page = render_report(run_dir).read_text()
+    assert page.count("unknown") >= 5 and "a:b, 7" in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    write_findings("05_diagnosis", {"causes": [{"name": "n", "confidence": "high", "actions": ["just text"]},
+                                               "bare cause"]}, run_dir)
+    page = render_report(run_dir).read_text()
+    assert "Likely cause: n" in page and "(high confidence)" in page and "just text" in page
+    (run_dir / "findings").mkdir(exist_ok=True)
+    for f in (run_dir / "findings").iterdir():
+        f.unlink()
+    page = render_report(run_dir).read_text()
+    assert "unknown: no verdict was recorded" in page
+    assert "unknown: no verdict was recorded" in write_rca(run_dir).read_text()
+
+
+def test_rca_has_timeline_figures_cause_actions(run):
+    rca = (run.run_dir / "rca.md").read_text()
+    for heading in ("## Timeline (UTC)", "## Figures", "## Cause", "## Actions", "## Escalation"):
+        assert heading in rca
+    assert "section 02_asynq: failed" in rca and "Failure rate: 31.0 %" in rca
+    assert "**Database connection exhausted** (82 % confidence)" in rca
+    assert "   jobrunbook remediate run --queue default --state retry --task-type email:send" in rca
+    assert "(charts/failure_ratio.png)" in rca
+
+
+def test_index_lists_runs_newest_first(tmp_path):
+    for run_id, started, verdict in (("old", "2026-01-01T00:00:00Z", "first <i>one</i>"),
+                                     ("new", "2026-02-01T00:00:00Z", "second")):
+        write_status(tmp_path / run_id, {"run_id": run_id, "started_at": started, "alertname": "JobFailureRate",
+                                         "queue": "default", "severity": "warning", "state": "done",
+                                         "verdict": verdict})
+        (tmp_path / run_id / "report.html").write_text("x")
+    page = render_index(tmp_path).read_text()
+    assert page.index('href="new/report.html"') < page.index('href="old/report.html"')
+    assert "first &lt;i&gt;one&lt;/i&gt;" in page and "2026-02-01 00:00:00" in page
+
+
+# --- headless Chromium --------------------------------------------------------
+
+
+class _Chromium:
+    def __init__(self, binary: str, profile: str) -> None:
+        self.proc = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
+             "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        port = None
+        while port is None and time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if "DevTools listening on ws://" in line:
+                port = int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+        assert port, "chromium did not start its DevTools endpoint"
+        target = next(t for t in requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+                      if t["type"] == "page")
+        self.ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=30)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, msg
+                return msg["result"]
+            self.events.append(msg)
+
+    def eval(self, expr: str):
+        return self.call("Runtime.evaluate", expression=expr, returnByValue=True)["result"]["value"]
+
+    def close(self) -> None:
+        self.ws.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_report_in_headless_chromium(run):
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert binary, "Debian package chromium is needed (apt-get install -y --no-install-recommends chromium)"
+    with tempfile.TemporaryDirectory() as profile:
+        browser = _Chromium(binary, profile)
+        try:
+            browser.call("Network.enable")
+            browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1,
+                         mobile=False)
+            browser.call("Page.navigate", url=run.report.as_uri())
+            deadline = time.monotonic() + 20
+            while browser.eval("document.readyState") != "complete":
+                assert time.monotonic() < deadline, "report did not finish loading offline"
+                time.sleep(0.05)
+            images = browser.eval("[...document.images].map(i => [i.complete, i.naturalWidth])")
+            width = browser.eval("document.scrollingElement.scrollWidth")
+            title = browser.eval("document.querySelector('#verdict h1').textContent")
+            shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+            requested = [e["params"]["request"]["url"] for e in browser.events
+                         if e.get("method") == "Network.requestWillBeSent"]
+        finally:
+            browser.close()
+    assert len(images) == 2 and all(ok and w > 0 for ok, w in images), images
+    assert width <= 1280, f"horizontal overflow: scrollWidth {width}"
+    assert title.startswith("Postgres refuses connections")
+    assert all(u.startswith(("file:", "data:")) for u in requested), requested
+    ARTIFACTS.mkdir(exist_ok=True)
+    png = base64.b64decode(shot["data"])
+    (ARTIFACTS / "report.png").write_bytes(png)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
