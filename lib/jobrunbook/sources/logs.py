@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
+
 from jobrunbook.fingerprint import fingerprint
 from jobrunbook.sources.result import SourceResult, Stopwatch
 

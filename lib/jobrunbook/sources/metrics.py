@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 import requests
-from jobrunbook._exceptions import DataError, redact_url
-from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as _parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as _parse_text
+
+from jobrunbook._exceptions import DataError, redact_url
+from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 
 __all__ = [
     "MetricNames",

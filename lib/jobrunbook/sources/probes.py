@@ -28,9 +28,10 @@ import pandas as pd
 import psycopg
 import redis
 import requests
+from psycopg.conninfo import conninfo_to_dict
+
 from jobrunbook._exceptions import redact_url
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
-from psycopg.conninfo import conninfo_to_dict
 
 __all__ = [
     "SEVERITY",

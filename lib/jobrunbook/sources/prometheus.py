@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import requests
 import yaml
+
 from jobrunbook._exceptions import ConfigError, redact_url
 from jobrunbook.sources.metrics import MetricNames
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
