@@ -95,7 +95,7 @@ class Scenario:
     conditions: frozenset[str]
     truth: dict
     baseline: dict[str, float] = field(default_factory=lambda: {
-        "dependency": 0.20, "rate_limit": 0.2, "timeout": 0.1, "panic": 0.05, "validation": 0.04, "bad_data": 0.05})
+        "dependency": 0.20, "rate_limit": 0.2, "timeout": 0.1, "panic": 0.03, "validation": 0.02, "bad_data": 0.05})
     crashes: tuple[float, ...] = ()  # moments (fraction of the incident) when the worker dies mid-task
     alert_target: tuple[str, str] = ("default", "email:send")
 
@@ -124,12 +124,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              frozenset({"slow"}), _truth("timeout", ["timeout"], timeout_seconds=5),
              alert_target=("low", "report:generate")),
     Scenario("validation", "a producer release enqueues tasks without their ids: SkipRetry, straight to archived",
-             {"validation": 0.35, "dependency": 0.20},
+             {"validation": 0.5, "dependency": 0.20},
              frozenset(), _truth("validation", ["validation"]),
              alert_target=("default", "email:send")),
     Scenario("mixed", "several causes at once: 429s, Postgres down, timeouts, panics, validation, bad records, "
              "a worker crash",
-             {"rate_limit": 0.9, "dependency": 0.25, "timeout": 0.6, "panic": 0.2, "validation": 0.02,
+             {"rate_limit": 1.0, "timeout": 0.6, "dependency": 0.2, "panic": 0.15, "validation": 0.02,
               "bad_data": 0.03},
              frozenset({"rate_limited", "db_down_partial", "slow"}),
              _truth("rate_limit", ["rate_limit", "dependency", "timeout"]),
@@ -255,13 +255,13 @@ def handle(rng: random.Random, task_type: str, payload: bytes, timeout: int, con
     if missing and missing not in p:
         return Outcome(f"invalid payload: missing field {missing}: {SKIP_RETRY}", fast, skip_retry=True)
     uses_db = p.get("lookup") == "db" or p.get("ledger") == "postgres" or p.get("source") == "warehouse"
-    if uses_db and (cond.db_down or (cond.db_down_partial and rng.random() < 0.8)):
+    if uses_db and (cond.db_down or (cond.db_down_partial and rng.random() < 0.95)):
         return Outcome(_DB_PREFIX[task_type] + _REFUSED, fast)
     if task_type == "payment:capture" and p.get("amount_cents", 0) < 0:
         return Outcome(f"capture order {p['order_id']}: invalid amount_cents {p['amount_cents']} "
                        f"for currency {p['currency']}", fast)
     if task_type == "webhook:deliver" and p.get("endpoint") == "/hooks/partner-b":
-        if rng.random() < (0.9 if cond.rate_limited else 0.05):
+        if rng.random() < (0.95 if cond.rate_limited else 0.05):
             return Outcome("unexpected status 429 Too Many Requests", round(rng.uniform(0.0002, 0.001), 6))
     if task_type == "image:resize":
         if p.get("format") == "tiff":

@@ -39,7 +39,7 @@ __all__ = ["Worker", "Timeline", "retry_delay"]
 
 LEASE_SECONDS = 30
 STATS_TTL = 90 * 86400
-CONCURRENCY = {"critical": 6, "default": 4, "low": 1}  # tasks dequeued per queue per tick
+CONCURRENCY = {"critical": 6, "default": 4, "low": 3}  # tasks dequeued per queue per tick
 
 
 def retry_delay(rng: random.Random, retried: int) -> int:
