@@ -6,7 +6,6 @@ import datetime as dt
 import json
 
 from conftest import ASYNQ_FIXTURES
-
 from jobrunbook.asynq import keys
 from jobrunbook.asynq.messages import TaskMessage, encode_task
 

@@ -48,7 +48,7 @@ _RULES: list[tuple[Callable[[str], bool], re.Pattern[str], object]] = [
     # hosts: IPv4 and [IPv6] with optional port, host:port
     (lambda t: "[" in t and ":" in t, re.compile(r"\[[0-9a-fA-F:.]*:[0-9a-fA-F:.]*\](?::\d+)?"), "<addr>"),
     (lambda t: t.count(".") >= 3, re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<addr>"),
-    (lambda t: "." in t and ":" in t, re.compile(r"\b((?:[a-zA-Z][\w-]*\.)+[a-zA-Z][\w-]*):\d{2,5}\b"),
+    (lambda t: "." in t and ":" in t, re.compile(r"\b((?:[a-zA-Z][\w-]*\.)+[a-zA-Z][\w-]*):\d{1,5}\b"),
      r"\1:<port>"),
     (lambda t: "0x" in t, re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
     (lambda t: True, re.compile(r"\b[0-9a-fA-F]{8,}\b"), _hex_word),
