@@ -138,6 +138,8 @@ def test_probes_run_concurrently(health, redis_url):
     assert sorted(statuses.values()) == ["degraded", "ok", "ok", "ok", "timeout", "timeout"]
     assert result.status == "timeout" and "3 of 6 dependencies ok" in result.message
     assert result.data["skipped"] == []
+    as_json = json.loads(json.dumps(result.to_dict()))
+    assert as_json["data"]["results"]["postgres"]["data"]["max_connections"] > 0
 
 
 def test_env_configuration_and_broken_probe(health):

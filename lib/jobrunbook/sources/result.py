@@ -81,6 +81,8 @@ def _jsonable(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, SourceResult):
+        return value.to_dict()
     if isinstance(value, pd.DataFrame):
         return [_jsonable(r) for r in value.to_dict(orient="records")]
     if isinstance(value, pd.Series):
