@@ -72,7 +72,8 @@ def command(args: argparse.Namespace) -> int:
         print(render_summary(demo))
         print("\nthe incident is live (the worker keeps processing); Ctrl-C to stop", flush=True)
         done = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: done.set())
         try:
             while not done.wait(1.0):
                 pass
