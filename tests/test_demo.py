@@ -248,7 +248,7 @@ def dump(client) -> list:
         value = {b"string": client.get, b"list": lambda k: client.lrange(k, 0, -1),
                  b"set": lambda k: sorted(client.smembers(k)), b"zset": lambda k: client.zrange(k, 0, -1, withscores=True),
                  b"hash": lambda k: sorted(client.hgetall(k).items())}[typ](key)
-        out.append((key, typ, value, client.ttl(key) // 60))
+        out.append((key, typ, value, client.expiretime(key)))  # absolute: the same whenever it is read
     return out
 
 
