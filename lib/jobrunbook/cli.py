@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser"]
 # Each module owns its subcommand: `add_arguments(parser)` and `command(args) -> int`.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("jobrunbook.asynq.summary", "read an asynq Redis: queues, states, failed-task groups"),
+    "diagnose": ("jobrunbook.diagnosis.cli", "rank the likely causes of the failures, with the commands to run"),
     "demo": ("jobrunbook.demo.cli", "stand up a live simulated incident on this machine"),
     "remediate": ("jobrunbook.remediate_cli", "act on failed tasks safely: dry run, --confirm N, export, audit"),
     "restore": ("jobrunbook.restore_cli", "put tasks from a remediation export back, byte for byte"),

@@ -1,0 +1,85 @@
+"""`jobrunbook diagnose`: the evidence read now, ranked into causes and actions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from jobrunbook.diagnosis.gather import evidence_from_findings, gather_findings
+from jobrunbook.diagnosis.rank import Diagnosis, diagnose
+
+__all__ = ["add_arguments", "command", "render_text"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", default=os.environ.get("JOBRUNBOOK_REDIS_URL"),
+                   help="asynq's Redis (password from JOBRUNBOOK_REDIS_PASSWORD)")
+    p.add_argument("--metrics-url", help="the worker's /metrics")
+    p.add_argument("--log-file", help="the worker's log file")
+    p.add_argument("--health-url", action="append", default=[], help="an external API's health URL (repeatable)")
+    p.add_argument("--alertmanager-url", help="Alertmanager, for related alerts")
+    p.add_argument("--alert", help="an Alertmanager webhook body (JSON file): severity and startsAt of the first alert")
+    p.add_argument("--task-timeout", type=float, default=None, help="task timeout in seconds, for the duration check")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds each source may take")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _alert_from_file(path: str | None) -> dict:
+    if not path:
+        return {}
+    from jobrunbook._exceptions import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            body = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the alert file {path!r}: {exc}", hint="it must be an Alertmanager webhook body") from None
+    alerts = body.get("alerts") if isinstance(body, dict) else None
+    first = (alerts or [body])[0] if isinstance(alerts or [body], list) else {}
+    labels = dict(first.get("labels") or {})
+    return {**labels, "startsAt": first.get("startsAt"), "status": first.get("status")}
+
+
+def command(args: argparse.Namespace) -> int:
+    findings = gather_findings(redis_url=args.redis_url, metrics_url=args.metrics_url, log_file=args.log_file,
+                               postgres_dsn=os.environ.get("JOBRUNBOOK_POSTGRES_DSN"),
+                               health_urls=args.health_url, alertmanager_url=args.alertmanager_url,
+                               alert=_alert_from_file(args.alert), task_timeout_s=args.task_timeout,
+                               timeout=args.timeout)
+    result = diagnose(evidence_from_findings(findings), now=time.time())
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print(render_text(result))
+    return 0
+
+
+def render_text(d: Diagnosis, *, max_causes: int = 4) -> str:
+    """The diagnosis for a terminal: verdict, causes with evidence and commands, escalation."""
+    out = [f"VERDICT  {d.verdict}", ""]
+    if d.failure_ratio is not None:
+        out.append(f"failure ratio now: {d.failure_ratio:.1%}")
+    for i, c in enumerate([c for c in d.causes if c.failures or c.evidence][:max_causes], 1):
+        out.append(f"{i}. {c.title}: {c.share:.0%} of failed tasks ({c.failures}), confidence {c.level} "
+                   f"({c.confidence:.2f}), onset {c.onset}{'' if c.in_runbook else '  [not in the runbook table]'}")
+        for g in c.groups[:2]:
+            out.append(f"     {g['count']:>6}  {g['queue']}/{g['task_type']}: {g['example_error'][:100]}")
+        for e in c.evidence:
+            out.append(f"     + {e}")
+        for e in c.contradictions:
+            out.append(f"     - {e}")
+        out.append(f"     fix: {c.resolution}")
+        for a in c.actions:
+            out.append(f"     > {a['title']}")
+            out.extend(f"         $ {cmd}" for cmd in a["commands"])
+    if d.unexplained["failures"]:
+        out.append(f"unexplained: {d.unexplained['failures']} failed task(s) ({d.unexplained['share']:.0%})")
+        for g in d.unexplained["top_groups"][:3]:
+            out.append(f"     {g['count']:>6}  {g['queue']}/{g['task_type']}: {g['example_error'][:100]}")
+    e = d.escalation
+    out += ["", f"ESCALATION  {e['next_step']} (deadline {e['deadline_utc']}, {e['deadline_relative']})"]
+    if d.unavailable:
+        out.append("not reachable: " + "; ".join(f"{k}: {v}" for k, v in sorted(d.unavailable.items())))
+    return "\n".join(out)

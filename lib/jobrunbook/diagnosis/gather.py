@@ -1,0 +1,151 @@
+"""Evidence from the sections' findings (JSON), and gathered live for `jobrunbook diagnose`.
+
+Each runbook section writes its findings as JSON; the diagnosis reads them
+back through ``evidence_from_findings``, so a report can be re-diagnosed from
+its run directory alone. ``gather_findings`` produces the same dicts live,
+for the command line.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from jobrunbook.diagnosis.evidence import DurationStat, ErrorGroup, Evidence, Probe, parse_time
+
+__all__ = ["evidence_from_findings", "groups_from_aggregate", "gather_findings"]
+
+_PROBE_STATUS = {"ok": "ok", "degraded": "degraded", "down": "down", "timeout": "down"}
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def groups_from_aggregate(records: list[dict[str, Any]]) -> list[ErrorGroup]:
+    """ErrorGroups from the inspector's failure aggregate (``FailureAggregate.to_records()``)."""
+    return [ErrorGroup(queue=r["queue"], task_type=r["task_type"], fingerprint=r["fingerprint"],
+                       example_error=r.get("example_error") or r["fingerprint"], count=int(r["count"]),
+                       retry=int(r.get("retry", 0)), archived=int(r.get("archived", 0)),
+                       first_seen=_num(r.get("first_failed_at")), last_seen=_num(r.get("last_failed_at")),
+                       example_ids=list(r.get("example_ids") or []), source="redis")
+            for r in records]
+
+
+def _groups_from_logs(records: list[dict[str, Any]], queue: str = "") -> list[ErrorGroup]:
+    out = []
+    for r in records:
+        if not r.get("fingerprint"):
+            continue
+        tid = r.get("example_task_id")
+        out.append(ErrorGroup(queue=queue, task_type=r.get("task_type") or "", fingerprint=r["fingerprint"],
+                              example_error=r.get("example") or r["fingerprint"], count=int(r.get("count") or 0),
+                              first_seen=parse_time(r.get("first_seen")), last_seen=parse_time(r.get("last_seen")),
+                              example_ids=[tid] if tid else [], source="logs"))
+    return out
+
+
+def evidence_from_findings(findings: dict[str, dict[str, Any]], *, settings: dict[str, Any] | None = None) -> Evidence:
+    """Build the Evidence from the sections' findings.
+
+    ``findings`` maps a section (alert, logs, asynq, metrics, dependencies) to
+    its findings data. A section whose source failed carries ``status`` other
+    than ok/degraded and a ``message``: it goes to ``Evidence.unavailable``.
+    """
+    ev = Evidence(settings=dict(settings or {}))
+    alert = findings.get("alert") or {}
+    ev.alert = dict(alert.get("alert") or {})
+    ev.deploy_time = parse_time(alert.get("deploy_time"))
+
+    for section in ("asynq", "logs", "metrics", "dependencies"):
+        f = findings.get(section)
+        if f is None:
+            ev.unavailable[section] = "section did not run"
+        elif f.get("status") not in ("ok", "degraded", None):
+            ev.unavailable[section] = str(f.get("message") or f.get("status"))
+
+    asynq = findings.get("asynq") or {}
+    ev.groups = groups_from_aggregate(asynq.get("groups") or [])
+    if asynq.get("servers") is not None:
+        ev.servers_alive = len(asynq["servers"])
+
+    logs = findings.get("logs") or {}
+    ev.log_groups = _groups_from_logs(logs.get("groups") or [], queue=ev.alert.get("queue", ""))
+
+    metrics = findings.get("metrics") or {}
+    overall = (metrics.get("failure") or {}).get("overall") or {}
+    ev.failure_ratio = _num(overall.get("ratio"))
+    if ev.failure_ratio is None:
+        ev.failure_ratio = _num(alert.get("failure_ratio"))
+    for d in metrics.get("durations") or []:
+        ev.durations.append(DurationStat(queue=d.get("queue") or "", task_type=d.get("task_type") or "",
+                                         p95_s=_num(d.get("p95_s")), timeout_s=_num(d.get("timeout_s")),
+                                         at_timeout_share=_num(d.get("share_at_or_beyond_timeout"))))
+
+    deps = findings.get("dependencies") or {}
+    for p in deps.get("probes") or []:
+        status = _PROBE_STATUS.get(p.get("status"))
+        if status:
+            ev.probes.append(Probe(name=p.get("source") or p.get("name", ""), kind=p.get("source", ""),
+                                   status=status, message=p.get("message", ""), target=p.get("target", "")))
+    firing = (deps.get("related_alerts") or {}).get("firing") or {}
+    ev.related_alerts = sorted(name for name, on in firing.items() if on)
+    return ev
+
+
+def _section(result, keep: tuple[str, ...]) -> dict[str, Any]:
+    """A SourceResult as section findings: status, message, hint and the ``keep`` parts of its data."""
+    d = result.to_dict()
+    data = d.get("data") or {}
+    return {"status": d["status"], "message": d["message"], "hint": d.get("hint", ""),
+            **{k: data[k] for k in keep if isinstance(data, dict) and k in data}}
+
+
+def gather_findings(*, redis_url: str | None, metrics_url: str | None = None, log_file: str | None = None,
+                    postgres_dsn: str | None = None, health_urls: list[str] | None = None,
+                    alertmanager_url: str | None = None, alert: dict[str, Any] | None = None,
+                    task_timeout_s: float | None = None, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+    """Read every configured source now and return findings as the sections write them."""
+    from jobrunbook._exceptions import JobrunbookError
+
+    findings: dict[str, dict[str, Any]] = {"alert": {"alert": dict(alert or {})}}
+    if redis_url:
+        from jobrunbook.asynq.connection import connect
+        from jobrunbook.asynq.inspector import Inspector
+
+        try:
+            inspector = Inspector(connect(redis_url, timeout=timeout))
+            agg = inspector.failures()
+            findings["asynq"] = {"status": "ok" if agg.complete else "degraded",
+                                 "message": agg.incomplete_reason or f"{agg.tasks} failed tasks read",
+                                 "groups": agg.to_records(), "servers": [s.to_dict() for s in inspector.servers()]}
+        except JobrunbookError as exc:
+            findings["asynq"] = {"status": "down", "message": str(exc)}
+    if metrics_url:
+        from jobrunbook.sources import collect_worker_metrics
+
+        findings["metrics"] = _section(collect_worker_metrics(metrics_url, task_timeout_s=task_timeout_s,
+                                                              timeout=timeout), ("failure", "durations"))
+    if log_file:
+        from jobrunbook.sources import collect_worker_logs
+
+        findings["logs"] = _section(collect_worker_logs("file", path=log_file, since="24h"), ("groups", "panics"))
+    if postgres_dsn or health_urls or redis_url:
+        from jobrunbook.sources import probe_dependencies
+
+        findings["dependencies"] = _section(
+            probe_dependencies(postgres_dsn=postgres_dsn, redis_url=redis_url, health_urls=health_urls or [],
+                               timeout=timeout), ("probes",))
+        # a dependency being down is evidence, not a missing section
+        findings["dependencies"]["status"] = "ok"
+        if alertmanager_url:
+            from jobrunbook.sources import related_alerts
+
+            findings["dependencies"]["related_alerts"] = related_alerts(alertmanager_url, timeout=timeout).to_dict()["data"]
+    return findings
