@@ -1,0 +1,141 @@
+"""`jobrunbook serve`: the Alertmanager webhook receiver, its durable run queue, the reports over HTTP.
+
+The webhook token comes from ``$JOBRUNBOOK_WEBHOOK_TOKEN`` (never a flag);
+notification targets from ``$JOBRUNBOOK_SLACK_WEBHOOK_URL`` and
+``$JOBRUNBOOK_NOTIFY_URL`` (URLs that are secrets). Settings the runs need
+(Redis, metrics, Prometheus, logs) are flags, passed to every run; a Redis
+password goes in ``$JOBRUNBOOK_REDIS_PASSWORD``, not in ``--redis-url``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from jobrunbook._exceptions import ConfigError, redact_url
+
+__all__ = ["add_arguments", "command", "build_service"]
+
+SLACK_ENV = "JOBRUNBOOK_SLACK_WEBHOOK_URL"
+NOTIFY_ENV = "JOBRUNBOOK_NOTIFY_URL"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=9095, help="port (default 9095; 0 = a free one, see --port-file)")
+    p.add_argument("--port-file", type=Path, default=None, help="write the bound port here once listening")
+    p.add_argument("--outputs", default="outputs", help="run directories, index.html and the queue's SQLite file")
+    p.add_argument("--notebooks", default="notebooks", help="directory of NN_<section>.ipynb")
+    p.add_argument("--redis-url", default=env("JOBRUNBOOK_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                   help="asynq Redis, without password (use $JOBRUNBOOK_REDIS_PASSWORD)")
+    p.add_argument("--metrics-url", default=env("JOBRUNBOOK_METRICS_URL", ""), help="worker /metrics")
+    p.add_argument("--prometheus-url", default=env("JOBRUNBOOK_PROMETHEUS_URL", ""),
+                   help="Prometheus base URL (runs, and the failure ratio when a run is resolved)")
+    p.add_argument("--log-source", default=env("JOBRUNBOOK_LOG_SOURCE", ""),
+                   help="worker logs: a file, docker:NAME or k8s:deployment/NAME")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per section (default 300)")
+    p.add_argument("--parallel", type=int, default=None, help="sections 01-04 at once within a run")
+    p.add_argument("--concurrency", type=int, default=2, help="runs at once (default 2)")
+    p.add_argument("--warm", type=int, default=0, metavar="N", help="keep N kernels warm for the runs (default 0)")
+    p.add_argument("--alertnames", default="JobFailureRate,JobFailureRateCritical",
+                   help="comma-separated alertnames that start runs; others are accepted and ignored")
+    p.add_argument("--max-body", type=int, default=1 << 20, help="webhook body cap in bytes (default 1 MiB)")
+    p.add_argument("--max-runs-per-group", type=int, default=10,
+                   help="runs per Alertmanager group (groupKey) per --group-window (default 10)")
+    p.add_argument("--group-window", type=float, default=3600.0, help="seconds (default 3600)")
+    p.add_argument("--ratio-window", default="5m", help="rate window for the failure ratio at resolve (default 5m)")
+    p.add_argument("--public-url", default=env("JOBRUNBOOK_PUBLIC_URL", ""),
+                   help="base URL people open reports at (for notification links)")
+    p.add_argument("--public-reads", action="store_true",
+                   help="serve /, /runs and reports without the token (default: token required, basic auth works)")
+    p.add_argument("--allow-no-token", action="store_true",
+                   help="run without $JOBRUNBOOK_WEBHOOK_TOKEN (anyone can post alerts: local use only)")
+
+
+def build_service(args: argparse.Namespace, *, runner=None, environ: dict[str, str] | None = None):
+    """(app, worker, notifier) from parsed flags; ``runner`` replaces the real run engine (benchmarks)."""
+    from jobrunbook.notify import Notifier, Target
+    from jobrunbook.service.app import create_app
+    from jobrunbook.service.auth import token_from_env
+    from jobrunbook.service.metrics import ServiceMetrics
+    from jobrunbook.service.store import STORE_NAME, Store
+    from jobrunbook.service.worker import Worker, engine_runner, prometheus_ratio
+
+    environ = dict(os.environ if environ is None else environ)
+    token = token_from_env(environ, required=not args.allow_no_token)
+    for name, url in (("--redis-url", args.redis_url), ("--prometheus-url", args.prometheus_url),
+                      ("--metrics-url", args.metrics_url)):
+        if url and redact_url(url) != url:
+            raise ConfigError(f"{name} holds a password ({redact_url(url)})",
+                              hint="pass it in the environment ($JOBRUNBOOK_REDIS_PASSWORD), not on the command line")
+    outputs = Path(args.outputs).resolve()
+    served = [a.strip() for a in args.alertnames.split(",") if a.strip()]
+    if not served:
+        raise ConfigError("--alertnames is empty", hint="--alertnames JobFailureRate,JobFailureRateCritical")
+    if args.concurrency < 1 or args.max_body < 1024:
+        raise ConfigError("--concurrency must be >= 1 and --max-body >= 1024")
+    metrics = ServiceMetrics()
+    targets = [Target("slack", environ[SLACK_ENV])] if environ.get(SLACK_ENV) else []
+    targets += [Target("webhook", environ[NOTIFY_ENV])] if environ.get(NOTIFY_ENV) else []
+    notifier = Notifier(targets, on_result=lambda t, o: metrics.notifications.labels(t, o).inc()) if targets else None
+    store = Store(outputs / STORE_NAME)
+    pool = None
+    if runner is None:
+        if args.warm > 0:
+            from jobrunbook.kernels import KernelPool
+
+            pool = KernelPool(size=args.warm).start(wait=False)
+        runner = engine_runner(notebooks_dir=Path(args.notebooks).resolve(), outputs_dir=outputs, pool=pool,
+                               timeout=args.timeout, max_parallel=args.parallel)
+    settings = {"redis_url": args.redis_url, "metrics_url": args.metrics_url, "prometheus_url": args.prometheus_url,
+                "log_source": args.log_source, "notebooks_dir": str(Path(args.notebooks).resolve()),
+                "outputs_dir": str(outputs)}
+    ratio = prometheus_ratio(args.prometheus_url, window=args.ratio_window) if args.prometheus_url else None
+    worker = Worker(store, runner, outputs_dir=outputs, settings=settings, concurrency=args.concurrency,
+                    metrics=metrics, notifier=notifier, public_url=args.public_url, ratio_fn=ratio)
+    app = create_app(store=store, worker=worker, outputs_dir=outputs, token=token, metrics=metrics, served=served,
+                     max_body=args.max_body, max_runs_per_group=args.max_runs_per_group,
+                     group_window=timedelta(seconds=args.group_window), public_reads=args.public_reads)
+    app.state.pool = pool
+    return app, worker, notifier
+
+
+def command(args: argparse.Namespace, *, runner=None) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app, _worker, notifier = build_service(args, runner=runner)
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}",
+                          hint=f"ss -ltnp | grep :{args.port}") from None
+    port = sock.getsockname()[1]
+    print(f"jobrunbook serve: listening on http://{args.host}:{port}  (POST /alerts, GET /runs, /metrics)",
+          flush=True)
+    if args.port_file:
+        tmp = args.port_file.with_suffix(".tmp")
+        tmp.write_text(str(port))
+        os.replace(tmp, args.port_file)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=10)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if notifier is not None:
+            notifier.close(wait=False)
+        if app.state.pool is not None:
+            app.state.pool.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(command(argparse.Namespace()))

@@ -1,0 +1,137 @@
+"""Alertmanager webhook bodies (version 4), validated strictly.
+
+The body is untrusted: every field Alertmanager always sends is required and
+typed, label names follow Prometheus's grammar, and sizes are bounded. A bad
+body raises ``WebhookError`` whose ``field`` names the offending path
+(``alerts.0.labels``), so the 4xx answer says what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["Alert", "Webhook", "WebhookError", "parse_webhook", "alert_key", "parse_time", "MAX_ALERTS"]
+
+MAX_ALERTS = 1000
+MAX_LABELS = 64
+MAX_TEXT = 4096
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+class WebhookError(Exception):
+    """A body that is not a valid version 4 webhook; ``status`` is the HTTP code to answer."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.status = status
+        self.field = field
+        self.message = message
+
+    def as_json(self) -> dict[str, str]:
+        return {"error": self.message, "field": self.field}
+
+
+def parse_time(value: str) -> datetime | None:
+    """RFC 3339 -> aware datetime; Alertmanager's zero time (``0001-01-01``) -> None."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _check_labels(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_LABELS:
+        raise ValueError(f"more than {MAX_LABELS} labels")
+    for name in value:
+        if not _LABEL_NAME.match(name):
+            raise ValueError(f"label name {name[:40]!r} is not a Prometheus label name")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class Alert(_Strict):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, Text]
+    annotations: dict[str, Text] = Field(default_factory=dict)
+    startsAt: Annotated[str, Field(max_length=64)]
+    endsAt: Annotated[str, Field(max_length=64)] = _ZERO_TIME
+    generatorURL: Text = ""
+    fingerprint: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9a-fA-F]+$")]
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_labels(value)
+        if not value.get("alertname"):
+            raise ValueError("labels.alertname is missing")
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_labels(value)
+
+    @field_validator("startsAt", "endsAt")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        try:
+            parse_time(value)
+        except ValueError:
+            raise ValueError(f"not an RFC 3339 time: {value[:40]!r}") from None
+        return value
+
+    @property
+    def alertname(self) -> str:
+        return self.labels["alertname"]
+
+    def as_dict(self) -> dict:
+        return self.model_dump()
+
+
+class Webhook(_Strict):
+    version: Literal["4"]
+    status: Literal["firing", "resolved"]
+    receiver: Text
+    groupKey: Text
+    alerts: Annotated[list[Alert], Field(max_length=MAX_ALERTS)]
+    groupLabels: dict[str, Text] = Field(default_factory=dict)
+    commonLabels: dict[str, Text] = Field(default_factory=dict)
+    commonAnnotations: dict[str, Text] = Field(default_factory=dict)
+    externalURL: Text = ""
+    truncatedAlerts: Annotated[int, Field(ge=0)] = 0
+
+
+def alert_key(alert: Alert) -> str:
+    """The identity of one firing episode: fingerprint + startsAt (what Alertmanager re-sends unchanged)."""
+    starts = parse_time(alert.startsAt)
+    stamp = starts.astimezone(UTC).isoformat() if starts else alert.startsAt
+    return f"{alert.fingerprint.lower()}@{stamp}"
+
+
+def parse_webhook(raw: bytes) -> Webhook:
+    """Bytes of a POST body -> ``Webhook``, or ``WebhookError`` (400 not JSON, 422 invalid)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WebhookError(400, "", f"body is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict):
+        raise WebhookError(422, "", "body must be a JSON object (Alertmanager webhook version 4)")
+    if "version" in data and data["version"] != "4":
+        raise WebhookError(422, "version", f"unsupported webhook version {str(data['version'])[:10]!r}, want \"4\"")
+    try:
+        return Webhook.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise WebhookError(422, field, str(err["msg"])[:300]) from None

@@ -1,0 +1,278 @@
+"""The background executor: takes accepted alerts from the store and runs them, N at a time.
+
+The run engine is injected: ``runner(params, alert, on_run_id) -> run`` where
+``run`` has ``run_id``, ``run_dir``, ``state`` (done | failed), ``verdict``
+and ``duration_s`` (``jobrunbook.run.Run`` does); ``on_run_id(run_id)`` is
+called as soon as the run directory exists, so an interrupted run can be
+found after a restart. ``engine_runner(...)`` builds the default, the real
+``execute_run``. A resolved alert closes its run (``close_run``): status
+``resolved``, time to resolve, the failure ratio now against the thresholds,
+rca.md updated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jobrunbook.run.params import RunParams, params_from_alert
+from jobrunbook.run.rundir import make_run_id, read_status
+from jobrunbook.service.store import Job, Store, iso
+
+__all__ = ["Worker", "Runner", "engine_runner", "close_run", "prometheus_ratio", "THRESHOLDS"]
+
+log = logging.getLogger("jobrunbook.service")
+Runner = Callable[[RunParams, Mapping[str, Any], Callable[[str], None]], Any]
+RatioFn = Callable[[str, str], tuple[float | None, str]]
+THRESHOLDS = {"warning": 0.10, "critical": 0.25}
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_PCT = re.compile(r"(\d+(?:\.\d+)?)%")
+
+
+def engine_runner(*, notebooks_dir: str | Path, outputs_dir: str | Path, pool: Any = None, timeout: float = 300.0,
+                  env: Mapping[str, str] | None = None, max_parallel: int | None = None) -> Runner:
+    """The real run engine (``jobrunbook.run.execute_run``) as a ``Runner``."""
+    from jobrunbook.run.execute import execute_run
+
+    outputs_dir = Path(outputs_dir).resolve()
+
+    def run(params: RunParams, alert: Mapping[str, Any], on_run_id: Callable[[str], None]) -> Any:
+        first: list[datetime] = []
+        told: list[str] = []
+
+        def clock() -> datetime:  # the first reading names the run directory
+            t = datetime.now(UTC)
+            if not first:
+                first.append(t)
+            return t
+
+        def progress(section: str, state: str, elapsed: float) -> None:
+            if told or not first:
+                return
+            base = make_run_id(params.alertname, params.queue, params.fingerprint, now=first[0])
+            found = [c for c in [base] + [f"{base}.{n}" for n in range(2, 100)] if (outputs_dir / c).is_dir()]
+            if found:
+                told.append(found[-1])
+                on_run_id(found[-1])
+
+        return execute_run(params, notebooks_dir=notebooks_dir, outputs_dir=outputs_dir, alert=dict(alert),
+                           env=env, pool=pool, timeout=timeout, max_parallel=max_parallel, clock=clock,
+                           on_progress=progress)
+
+    return run
+
+
+def prometheus_ratio(prometheus_url: str, *, window: str = "5m") -> RatioFn:
+    """The failure ratio now for one queue/task_type, by the alert's own expression shape."""
+    from jobrunbook.sources.prometheus import failure_ratio_query, instant_query
+
+    def ratio(queue: str, task_type: str) -> tuple[float | None, str]:
+        matchers = {"queue": queue} | ({"task_type": task_type} if task_type else {})
+        q = failure_ratio_query(window=window, matchers=matchers, by=("queue", "task_type"))
+        res = instant_query(prometheus_url, q)
+        if not res.ok or res.data is None or len(res.data) == 0:
+            return None, f"prometheus: {res.message[:200] if not res.ok else 'no traffic in the window'}"
+        value = float(res.data["value"].iloc[0])
+        return (None if value != value else value), f"prometheus, rate over {window}"
+
+    return ratio
+
+
+def _ratio_from_annotation(alert: Mapping[str, Any]) -> float | None:
+    m = _PCT.search(str((alert.get("annotations") or {}).get("description", "")))
+    return float(m.group(1)) / 100 if m else None
+
+
+def _closing(row: Mapping[str, Any], ratio_fn: RatioFn | None, thresholds: Mapping[str, float]) -> dict[str, Any]:
+    import json
+
+    resolved = json.loads(row.get("resolved_json") or "{}")
+    value, source = (None, "no --prometheus-url")
+    if ratio_fn is not None:
+        try:
+            value, source = ratio_fn(row["queue"], row["task_type"])
+        except Exception as exc:  # noqa: BLE001 - a closing without a measurement is still a closing
+            value, source = None, f"prometheus: {type(exc).__name__}"
+    if value is None:
+        last = _ratio_from_annotation(resolved)
+        if last is not None:
+            value, source = last, f"{source}; last value in the resolved alert's annotation"
+    return {
+        "resolved_at": row.get("resolved_at"),
+        "time_to_resolve_s": row.get("time_to_resolve_s"),
+        "failure_ratio_now": value,
+        "failure_ratio_source": source,
+        "thresholds": dict(thresholds),
+        "below": {name: (value < t if value is not None else None) for name, t in thresholds.items()},
+        "checked_at": iso(datetime.now(UTC)),
+    }
+
+
+def _rca_section(closing: Mapping[str, Any]) -> str:
+    from jobrunbook.report import _md
+
+    v = closing["failure_ratio_now"]
+    now = f"{v * 100:.2f} %" if v is not None else "unknown"
+    rows = [f"| {_md(name)} | {t * 100:.0f} % | {'below' if b else 'above' if b is False else 'unknown'} |"
+            for (name, t), b in zip(closing["thresholds"].items(), closing["below"].values(), strict=True)]
+    return "\n".join(["", "## Resolution", "",
+                      f"Alertmanager sent resolved at {_md(closing['resolved_at'])}; time to resolve: "
+                      f"{_md(closing['time_to_resolve_s'])} s.", "",
+                      f"Failure ratio now: **{now}** ({_md(closing['failure_ratio_source'])}, checked "
+                      f"{_md(closing['checked_at'])}).", "", "| threshold | value | now |", "|---|---|---|", *rows, ""])
+
+
+def close_run(run_dir: Path, row: Mapping[str, Any], *, ratio_fn: RatioFn | None = None,
+              thresholds: Mapping[str, float] = THRESHOLDS) -> dict[str, Any]:
+    """Mark a finished run resolved: status.json (state, resolved_at, time_to_resolve_s, closing), rca.md."""
+    from jobrunbook.report import render_index, write_rca
+    from jobrunbook.run.execute import set_run_state
+
+    closing = _closing(row, ratio_fn, thresholds)
+    status = set_run_state(run_dir, "resolved", resolved_at=closing["resolved_at"],
+                           time_to_resolve_s=closing["time_to_resolve_s"], closing=closing)
+    rca = write_rca(run_dir, status=status)
+    with rca.open("a", encoding="utf-8") as fh:
+        fh.write(_rca_section(closing))
+    try:
+        render_index(run_dir.parent)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("index not re-rendered after closing %s: %s", run_dir.name, exc)
+    return closing
+
+
+class Worker:
+    """``concurrency`` threads taking jobs from ``store``; ``wake()`` after an accept."""
+
+    def __init__(self, store: Store, runner: Runner, *, outputs_dir: str | Path, settings: Mapping[str, str],
+                 concurrency: int = 2, metrics: Any = None, notifier: Any = None, public_url: str = "",
+                 ratio_fn: RatioFn | None = None, thresholds: Mapping[str, float] = THRESHOLDS,
+                 max_attempts: int = 3) -> None:
+        self.store, self.runner = store, runner
+        self.outputs_dir = Path(outputs_dir).resolve()
+        self.settings = dict(settings)
+        self.concurrency = max(1, concurrency)
+        self.metrics, self.notifier = metrics, notifier
+        self.public_url = public_url.rstrip("/")
+        self.ratio_fn, self.thresholds, self.max_attempts = ratio_fn, dict(thresholds), max_attempts
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.busy = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> Worker:
+        recovered = self.store.recover(max_attempts=self.max_attempts)
+        if any(recovered.values()):
+            log.warning("recovered after a restart: %s", recovered)
+        for n in range(self.concurrency):
+            t = threading.Thread(target=self._loop, name=f"jobrunbook-run-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def idle(self) -> bool:
+        return self.busy == 0 and self.store.pending_work() == 0
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.store.claim()
+            except Exception:  # noqa: BLE001 - a locked or full disk: try again shortly
+                log.exception("cannot read the service queue")
+                job = None
+            if job is None:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            with self._lock:
+                self.busy += 1
+            try:
+                self._run(job) if job.kind == "run" else self._close(job)
+            except Exception:  # noqa: BLE001 - one bad job must not kill the worker
+                log.exception("service job %s (%s) failed", job.id, job.kind)
+            finally:
+                with self._lock:
+                    self.busy -= 1
+                self._wake.set()  # a finished run may unblock a pending close
+
+    def _report_url(self, run_id: str | None) -> str:
+        return f"{self.public_url}/runs/{run_id}/report.html" if run_id and self.public_url else ""
+
+    def _run(self, job: Job) -> None:
+        from jobrunbook.run.execute import set_run_state
+
+        row = job.row
+        if row.get("run_id") and _RUN_ID.match(row["run_id"]) and (self.outputs_dir / row["run_id"]).is_dir():
+            try:  # an earlier attempt died with the service: say so in its directory
+                set_run_state(self.outputs_dir / row["run_id"], "failed", error="interrupted: the service stopped "
+                              "during this run; it was run again")
+            except Exception:  # noqa: BLE001
+                pass
+        t0 = time.monotonic()
+        if self.metrics:
+            self.metrics.running.inc()
+        run_id = state = error = headline = None
+        try:
+            params = params_from_alert(job.alert, **self.settings)
+            run = self.runner(params, job.alert, lambda rid: self.store.set_run_id(job.id, rid))
+            run_id, state = getattr(run, "run_id", None), getattr(run, "state", "done")
+            verdict = getattr(run, "verdict", None) or {}
+            from jobrunbook.report import verdict_line
+
+            headline = verdict_line(verdict) if verdict else None
+            outcome = state
+        except Exception as exc:  # noqa: BLE001 - recorded on the row; the alert stays visible in /runs
+            state, outcome, error = "failed", "error", f"{type(exc).__name__}: {exc}"[:1000]
+            log.warning("run for alert %s failed to execute: %s", job.id, error)
+            verdict = {}
+        finally:
+            if self.metrics:
+                self.metrics.running.dec()
+        duration = round(time.monotonic() - t0, 3)
+        run_dir = self.outputs_dir / run_id if run_id and _RUN_ID.match(run_id) else None
+        if run_dir is not None and (run_dir / "status.json").exists():
+            linked = self.store.get(row["linked_to"]) if row.get("linked_to") else None
+            set_run_state(run_dir, state, service={"alert_id": job.id, "attempt": row["attempts"],
+                                                   "group_key": row["group_key"],
+                                                   "linked_run": linked.get("run_id") if linked else None})
+        self.store.finish(job.id, state=state, run_id=run_id, headline=headline, error=error, duration_s=duration)
+        if self.metrics:
+            self.metrics.runs.labels(outcome).inc()
+            self.metrics.duration.observe(duration)
+        if self.notifier and run_dir is not None and (run_dir / "status.json").exists():
+            from jobrunbook.notify import build_event
+
+            self.notifier.submit(build_event(read_status(run_dir), verdict, report_url=self._report_url(run_id)))
+
+    def _close(self, job: Job) -> None:
+        row = job.row
+        run_id = row.get("run_id")
+        closing: dict[str, Any] = {}
+        if run_id and _RUN_ID.match(run_id) and (self.outputs_dir / run_id / "status.json").exists():
+            run_dir = self.outputs_dir / run_id
+            closing = close_run(run_dir, row, ratio_fn=self.ratio_fn, thresholds=self.thresholds)
+            if self.notifier:
+                from jobrunbook.findings import read_findings, summarize_verdict
+                from jobrunbook.notify import build_event
+
+                self.notifier.submit(build_event(read_status(run_dir), summarize_verdict(read_findings(run_dir)),
+                                                 report_url=self._report_url(run_id), event="resolved"))
+        self.store.closed(job.id, closing)
+        if self.metrics:
+            self.metrics.resolved.inc()
