@@ -151,6 +151,9 @@ def test_parameters_are_injected_exactly_and_no_secret_anywhere(cold_run):
     assert data["queue"] == run.params.queue  # the hostile label arrived as a plain string
     assert "os.system" in data["queue"] and not Path("/tmp/jr-pwned").exists()
     assert data["password_seen"] is True  # the secret reached the kernel, through its environment
+    found = read_findings(run.run_dir)
+    pids = {found[s]["data"]["pid"] for s in ("00_alert", "01_logs", "02_asynq", "05_diagnosis")}
+    assert len(pids) == 4 and os.getpid() not in pids  # a fresh kernel per notebook (pre-started or not)
     assert data["redis_url"] == "redis://127.0.0.1:6390/0"
     params = json.loads((run.run_dir / "params.json").read_text())
     assert params["run_dir"] == str(run.run_dir) and "redis://127.0.0.1:6390/0" == params["redis_url"]

@@ -115,7 +115,7 @@ class KernelPool:
 
     def __init__(self, size: int = 4, *, kernel_name: str = "python3", env: Mapping[str, str] | None = None,
                  cwd: str | None = None, warmup_code: str = WARMUP_CODE, start_timeout: float = 60.0,
-                 parallel_starts: int = 1) -> None:
+                 parallel_starts: int = 1, max_starts: int | None = None) -> None:
         if size < 1:
             raise ValueError("a kernel pool needs size >= 1")
         self.size = size
@@ -133,6 +133,9 @@ class KernelPool:
         self.started_count = 0
         self.errors: list[str] = []
         self.parallel_starts = max(1, parallel_starts)
+        self.max_starts = max_starts  # a per-run pool starts exactly as many kernels as it has notebooks
+        self._requested = 0
+        self._futures: set[Any] = set()
         self._start_gate: asyncio.Semaphore | None = None
 
     # lifecycle ---------------------------------------------------------
@@ -160,13 +163,13 @@ class KernelPool:
             self._cond.notify_all()
         if self._thread.is_alive():
             futs = [asyncio.run_coroutine_threadsafe(_shutdown(km), self._loop) for km in kms]
+            with self._cond:
+                futs += list(self._futures)  # starts in flight shut their kernel down; releases finish
             for f in futs:
                 try:
-                    f.result(timeout=15)
+                    f.result(timeout=30)
                 except Exception:  # noqa: BLE001
                     pass
-            # let queued starts finish and be shut down
-            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop).result(timeout=60)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=15)
 
@@ -192,15 +195,21 @@ class KernelPool:
         """Close the notebook's clients and shut its kernel down in the background."""
         close_clients(km)
         if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(_shutdown(km), self._loop)
+            self._track(asyncio.run_coroutine_threadsafe(_shutdown(km), self._loop))
 
     # internals -------------------------------------------------------------
     def _refill(self) -> None:
         with self._cond:
-            if self._closed:
+            if self._closed or (self.max_starts is not None and self._requested >= self.max_starts):
                 return
+            self._requested += 1
             self._pending += 1
-        asyncio.run_coroutine_threadsafe(self._start_one(), self._loop)
+        self._track(asyncio.run_coroutine_threadsafe(self._start_one(), self._loop))
+
+    def _track(self, fut: Any) -> None:
+        with self._cond:
+            self._futures.add(fut)
+        fut.add_done_callback(lambda f: self._futures.discard(f))
 
     async def _start_one(self) -> None:
         # starts are gated (one at a time by default) so a refill competes with a running notebook for one core

@@ -169,13 +169,16 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
                 env: Mapping[str, str] | None = None, pool: KernelPool | None = None,
                 timeout: float = DEFAULT_TIMEOUT, max_parallel: int | None = None,
                 kernel_name: str = "python3", clock: Callable[[], datetime] | None = None,
-                on_progress: ProgressFn | None = None, render: bool = True) -> Run:
+                on_progress: ProgressFn | None = None, render: bool = True, prestart: int = 2) -> Run:
     """Execute every ``NN_<section>.ipynb`` of ``notebooks_dir`` for ``params``; return the finished ``Run``.
 
     ``env``: extra environment for the kernels (secrets); a password in
     ``params``' URLs is moved there. With ``pool`` the notebooks run on warm
     kernels (whose environment was fixed when the pool started, plus ``env``
     and ``$JOBRUNBOOK_RUN_DIR`` applied silently before each notebook).
+    Without ``pool``, every notebook still gets a fresh kernel, but up to
+    ``prestart`` of them are started (and pandas/matplotlib imported) while
+    earlier sections execute; ``prestart=0`` starts each kernel on demand.
     """
     clock = clock or (lambda: datetime.now(UTC))
     params, secret_env = split_secrets(params)
@@ -202,6 +205,7 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
     t0 = time.monotonic()
     status: dict[str, Any] = {
         "run_id": run_id, "state": "running", "mode": "warm" if pool else "cold",
+        "prestarted_kernels": 0 if pool else prestart,
         "alertname": params.alertname, "severity": params.severity, "queue": params.queue,
         "task_type": params.task_type, "starts_at": params.starts_at, "started_at": _now(clock),
         "ended_at": None, "duration_s": None, "sections": {}, "failed_sections": [], "report": None,
@@ -233,9 +237,22 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
             on_progress(name, state, res.elapsed_s)
 
     workers = max(1, max_parallel or min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobrunbook-section") as ex:
-        for stage in plan_stages(list(results)):
-            list(ex.map(run_section, stage))
+    own_pool = None
+    if pool is None and prestart > 0:
+        # a pool for this run only: its kernels carry this run's environment and serve one notebook each
+        own_pool = KernelPool(size=min(prestart, len(results)), env=kernel_env, cwd=str(run_dir),
+                              kernel_name=kernel_name, max_starts=len(results), parallel_starts=workers,
+                              warmup_code="")
+        own_pool.start(wait=False)
+        pool = own_pool
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobrunbook-section") as ex:
+            for stage in plan_stages(list(results)):
+                list(ex.map(run_section, stage))
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+            pool = None
 
     findings = read_findings(run_dir)
     verdict = summarize_verdict(findings)
