@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "remediate": ("jobrunbook.remediate_cli", "act on failed tasks safely: dry run, --confirm N, export, audit"),
     "restore": ("jobrunbook.restore_cli", "put tasks from a remediation export back, byte for byte"),
     "run": ("jobrunbook.run.cli", "run the runbook for an alert: section notebooks, then report.html"),
+    "check": ("jobrunbook.check", "validate the configuration and probe every source of every target"),
     "serve": ("jobrunbook.service.cli", "receive Alertmanager webhooks: a run per firing alert, closed on resolve"),
 }
 

@@ -129,13 +129,12 @@ def find_secrets(data: dict, lines: Lines, env_for: dict[str, str]) -> None:
     hold its secret instead (``redis_url`` -> ``JOBRUNBOOK_REDIS_PASSWORD``).
     """
     for path, value in _walk_values(data, ()):
-        key = next((p for p in reversed(path) if isinstance(p, str)), "")
         in_target = len(path) >= 2 and path[0] == "targets"
         field = path[2] if in_target and len(path) > 2 else (path[0] if path else "")
         if path and isinstance(path[-1], str) and _secret_key(path[-1]):
             what = f"key {path[-1]!r} looks like a secret"
         elif isinstance(value, str) and _holds_password(value):
-            what = f"{key or 'a value'} holds a password ({redact_url(value) if '://' in value else 'password=...'})"
+            what = f"{'.'.join(str(p) for p in path) or 'a value'} holds a password ({redact_url(value) if '://' in value else 'password=...'})"
         else:
             continue
         env = env_for.get(str(field)) or env_for.get(str(path[-1])) or "a JOBRUNBOOK_* environment variable"
