@@ -13,7 +13,6 @@ import argparse
 import logging
 import os
 import socket
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -136,6 +135,3 @@ def command(args: argparse.Namespace, *, runner=None) -> int:
             app.state.pool.close()
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(command(argparse.Namespace()))

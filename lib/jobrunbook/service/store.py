@@ -111,8 +111,7 @@ class Store:
         self._local = threading.local()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._tx() as db:
-                db.executescript(_SCHEMA)
+            self._db().executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the service queue {self.path}: {exc}",
                               hint=f"is {self.path.parent} writable?") from None
