@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--alert", metavar="FILE", help="Alertmanager webhook body (version 4) or one alert, '-' = stdin")
     src.add_argument("--label", metavar="K=V", action="append", help="alert label, repeatable (alertname, queue, ...)")
-    p.add_argument("--redis-url", default=os.environ.get("JOBRUNBOOK_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    p.add_argument("--redis-url", default=os.environ.get("JOBRUNBOOK_REDIS_URL", ""),
                    help="asynq Redis (a password here is moved to the kernels' environment, never a parameter)")
     p.add_argument("--metrics-url", default=os.environ.get("JOBRUNBOOK_METRICS_URL", ""), help="worker /metrics")
     p.add_argument("--prometheus-url", default=os.environ.get("JOBRUNBOOK_PROMETHEUS_URL", ""))

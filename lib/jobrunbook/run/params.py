@@ -49,7 +49,7 @@ class RunParams:
     starts_at: str = ""  # RFC 3339 UTC start of the alert
     fingerprint: str = ""  # Alertmanager fingerprint (hex)
     status: str = "firing"  # firing | resolved
-    redis_url: str = "redis://127.0.0.1:6379/0"  # asynq Redis, never with a password
+    redis_url: str = ""  # asynq Redis, never with a password ("" = $JOBRUNBOOK_REDIS_URL, else the demo's)
     metrics_url: str = ""  # worker /metrics endpoint
     prometheus_url: str = ""  # Prometheus base URL
     log_source: str = ""  # where worker logs come from (file path, docker:NAME, k8s:deploy/NAME)
