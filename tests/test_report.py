@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import shutil
-import subprocess
-import tempfile
-import time
 from html.parser import HTMLParser
 
 import pytest
-import requests
-import websocket
+from _browser import open_report
 from conftest import ROOT
 from jobrunbook.findings import write_findings
 from jobrunbook.report import render_index, render_report, write_rca
@@ -20,7 +13,6 @@ from jobrunbook.run import execute_run, params_from_labels
 from jobrunbook.run.rundir import write_status
 
 NOTEBOOKS = ROOT / "tests" / "notebooks"
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 class _Refs(HTMLParser):
@@ -139,72 +131,10 @@ def test_index_lists_runs_newest_first(tmp_path):
 # --- headless Chromium --------------------------------------------------------
 
 
-class _Chromium:
-    def __init__(self, binary: str, profile: str) -> None:
-        self.proc = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
-             "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        port = None
-        while port is None and time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if "DevTools listening on ws://" in line:
-                port = int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-        assert port, "chromium did not start its DevTools endpoint"
-        target = next(t for t in requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
-                      if t["type"] == "page")
-        self.ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=30)
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def call(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                assert "error" not in msg, msg
-                return msg["result"]
-            self.events.append(msg)
-
-    def eval(self, expr: str):
-        return self.call("Runtime.evaluate", expression=expr, returnByValue=True)["result"]["value"]
-
-    def close(self) -> None:
-        self.ws.close()
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 def test_report_in_headless_chromium(run):
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert binary, "Debian package chromium is needed (apt-get install -y --no-install-recommends chromium)"
-    with tempfile.TemporaryDirectory() as profile:
-        browser = _Chromium(binary, profile)
-        try:
-            browser.call("Network.enable")
-            browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1,
-                         mobile=False)
-            browser.call("Page.navigate", url=run.report.as_uri())
-            deadline = time.monotonic() + 20
-            while browser.eval("document.readyState") != "complete":
-                assert time.monotonic() < deadline, "report did not finish loading offline"
-                time.sleep(0.05)
-            images = browser.eval("[...document.images].map(i => [i.complete, i.naturalWidth])")
-            width = browser.eval("document.scrollingElement.scrollWidth")
-            title = browser.eval("document.querySelector('#verdict h1').textContent")
-            shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-            requested = [e["params"]["request"]["url"] for e in browser.events
-                         if e.get("method") == "Network.requestWillBeSent"]
-        finally:
-            browser.close()
-    assert len(images) == 2 and all(ok and w > 0 for ok, w in images), images
-    assert width <= 1280, f"horizontal overflow: scrollWidth {width}"
-    assert title.startswith("Postgres refuses connections")
-    assert all(u.startswith(("file:", "data:")) for u in requested), requested
-    ARTIFACTS.mkdir(exist_ok=True)
-    png = base64.b64decode(shot["data"])
-    (ARTIFACTS / "report.png").write_bytes(png)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    page = open_report(run.report, screenshot="report-fixture.png")
+    assert len(page["images"]) == 2 and all(ok and w > 0 for ok, w in page["images"]), page["images"]
+    assert page["width"] <= 1280, f"horizontal overflow: scrollWidth {page['width']}"
+    assert page["title"].startswith("Postgres refuses connections")
+    assert all(u.startswith(("file:", "data:")) for u in page["requested"]), page["requested"]
+    assert page["png"][:8] == b"\x89PNG\r\n\x1a\n" and len(page["png"]) > 10_000
