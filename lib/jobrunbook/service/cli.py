@@ -120,6 +120,7 @@ def command(args: argparse.Namespace, *, runner=None) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}",
                           hint=f"ss -ltnp | grep :{args.port}") from None
+    sock.listen(2048)  # connections queue from here on, before uvicorn's loop runs
     port = sock.getsockname()[1]
     print(f"jobrunbook serve: listening on http://{args.host}:{port}  (POST /alerts, GET /runs, /metrics)",
           flush=True)
