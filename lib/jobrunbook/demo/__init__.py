@@ -1,14 +1,16 @@
 """A live simulated incident: asynq's Redis, a worker's /metrics and log, an alert.
 
     with start_demo("dependency-down", seed=7, state_dir=tmp) as demo:
-        demo.redis_url, demo.metrics_url, demo.log_path, demo.truth
+        demo.redis_url, demo.metrics_url, demo.prometheus_url, demo.log_path, demo.truth
 
 ``start_demo`` starts a private Redis and an HTTP server (/metrics, /health,
 /external/health), writes 7 days of counters, simulates the last
 ``window_minutes`` of the worker (baseline, then the incident from the onset)
 with asynq's own state transitions, writes ``demo.json`` and ``alert.json``
 into ``state_dir``, and, when ``live``, keeps the worker ticking every
-``tick_seconds`` until ``stop()``.
+``tick_seconds`` until ``stop()``. With ``prometheus`` and ``promtool`` on
+PATH it also starts a real Prometheus holding the simulated window (backfilled
+from the metrics recorded at each step) and scraping /metrics live.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import threading
 import time
 from pathlib import Path
 
+from jobrunbook._exceptions import JobrunbookError
 from jobrunbook.demo.logs import WorkerLog
 from jobrunbook.demo.metrics import DemoHTTPServer, WorkerMetrics
+from jobrunbook.demo.prometheus import DemoPrometheus, MetricsRecorder, find_binaries, start_prometheus
 from jobrunbook.demo.scenarios import SCENARIOS, Scenario, get_scenario
 from jobrunbook.demo.server import PrivateRedis, free_port, start_redis
 from jobrunbook.demo.worker import Timeline, Worker
@@ -39,7 +44,8 @@ class Demo:
 
     def __init__(self, scenario: Scenario, seed: int, state_dir: Path, redis_server: PrivateRedis,
                  http: DemoHTTPServer, worker: Worker, log: WorkerLog, timeline: Timeline,
-                 postgres_dsn: str, history: dict) -> None:
+                 postgres_dsn: str, history: dict, prometheus: DemoPrometheus | None = None,
+                 prometheus_note: str | None = None) -> None:
         self.scenario = scenario
         self.seed = seed
         self.state_dir = state_dir
@@ -51,6 +57,8 @@ class Demo:
         self.timeline = timeline
         self.postgres_dsn = postgres_dsn
         self.history = history
+        self.prometheus = prometheus
+        self.prometheus_note = prometheus_note  # why there is no Prometheus, when there is none
         self.truth: dict = {}
         self.alert: dict = {}
         self._lock = threading.Lock()
@@ -74,6 +82,11 @@ class Demo:
     @property
     def external_health_url(self) -> str:
         return self.http.base_url + "/external/health"
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """The demo's own Prometheus (window backfilled, /metrics scraped every second), or None."""
+        return self.prometheus.url if self.prometheus is not None else None
 
     @property
     def log_path(self) -> Path:
@@ -110,13 +123,15 @@ class Demo:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the worker, the HTTP server and the private Redis (idempotent)."""
+        """Stop the worker, Prometheus, the HTTP server and the private Redis (idempotent)."""
         if self.stopped:
             return
         self.stopped = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self.prometheus is not None:
+            self.prometheus.stop()
         self.http.stop()
         self.log.close()
         self.redis.stop()
@@ -138,6 +153,8 @@ class Demo:
             "redis_kind": self.redis.kind,
             "redis_pid": self.redis.pid,
             "metrics_url": self.metrics_url,
+            "prometheus_url": self.prometheus_url,
+            "prometheus_pid": self.prometheus.pid if self.prometheus is not None else None,
             "health_url": self.health_url,
             "external_health_url": self.external_health_url,
             "log_path": str(self.log_path),
@@ -160,11 +177,13 @@ class Demo:
 def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = DEFAULT_STATE_DIR, *,
                now: float | None = None, live: bool = True, tick_seconds: float = 1.0,
                window_minutes: float = 30.0, onset_minutes: float = 12.0, rate_per_second: float = 0.8,
-               redis_binary: str | None = None) -> Demo:
+               redis_binary: str | None = None, prometheus: bool = True) -> Demo:
     """Stand up the incident ``scenario`` (a name in SCENARIOS), reproducible by ``seed``.
 
     ``now`` fixes the clock of the simulated history (same seed and now give
     identical data); ``live=False`` leaves the worker still until ``step()``.
+    ``prometheus=False`` skips the demo's Prometheus (``demo.prometheus_url`` is
+    then None, as it is when the binaries are missing or it fails to start).
     """
     sc = get_scenario(scenario)
     state_dir = Path(state_dir)
@@ -181,27 +200,42 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
     log_path = state_dir / "worker.log"
     log_path.unlink(missing_ok=True)
     log = WorkerLog(log_path, pid=17000 + rng.randrange(3000), rng=random.Random(seed + 1))
-    http = None
+    binaries = find_binaries() if prometheus else "disabled (prometheus=False)"
+    http = prom = None
     try:
         client = redis_server.client()
         http = DemoHTTPServer(metrics, rate_limited=lambda: False).start()
         worker = Worker(client, sc, rng, timeline, log, metrics, rate_per_second)
         http.rate_limited = lambda: worker.conditions(time.time()).rate_limited
         history = write_history(client, random.Random(seed + 2), start, rate_per_second)
-        worker.start(start, f"127.0.0.1:{redis_server.port}", http.base_url.removeprefix("http://"))
+        target = http.base_url.removeprefix("http://")
+        worker.start(start, f"127.0.0.1:{redis_server.port}", target)
+        recorder = MetricsRecorder(metrics, instance=target) if isinstance(binaries, tuple) else None
         t = start
         while t < now:
             t = min(now, t + SIM_TICK)
             worker.tick(t)
+            if recorder is not None:
+                recorder.record(t)
+        note = None if recorder is not None else binaries
+        if recorder is not None:
+            try:
+                prom = start_prometheus(state_dir / "prometheus", recorder, target, binaries=binaries)
+            except JobrunbookError as exc:
+                note = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        if note and prometheus:
+            print(f"jobrunbook demo: no Prometheus: {note}", file=sys.stderr)
         dsn = REAL_POSTGRES_DSN
         if "db_down" in sc.conditions:
             dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens there
-        demo = Demo(sc, seed, state_dir, redis_server, http, worker, log, timeline, dsn, history)
+        demo = Demo(sc, seed, state_dir, redis_server, http, worker, log, timeline, dsn, history, prom, note)
         demo.truth = {**sc.truth, "scenario": sc.name, "onset": iso(onset), "deploy_at": iso(timeline.deploy_at),
                       "measured": measure_truth(client, worker.failed_attempts)}
         demo.alert = build_alert(worker.attempts, sc, onset, now)
         demo.write_records()
     except BaseException:
+        if prom is not None:
+            prom.stop()
         if http is not None:
             http.stop()
         log.close()

@@ -1,9 +1,9 @@
 """`jobrunbook demo`: stand up the live incident, print the inspector's summary.
 
-    jobrunbook demo [--scenario NAME] [--seed N] [--once] [--state-dir DIR] [--port-file FILE]
+    jobrunbook demo [--scenario NAME] [--seed N] [--once] [--state-dir DIR] [--port-file FILE] [--no-prometheus]
 
 Without ``--once`` the worker keeps running until Ctrl-C, then everything it
-started (its redis-server included) is stopped.
+started (its redis-server and Prometheus included) is stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port-file", type=Path, default=None,
                         help="also write demo.json's content to this file (for scripts waiting on the demo)")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between live worker steps")
+    parser.add_argument("--no-prometheus", dest="prometheus", action="store_false",
+                        help="do not start the demo's own Prometheus (default: started when on PATH)")
 
 
 def render_summary(demo: Demo) -> str:
@@ -48,6 +50,7 @@ def render_summary(demo: Demo) -> str:
         f"demo scenario {demo.scenario.name} (seed {demo.seed}): {demo.scenario.description}",
         f"  redis        {demo.redis_url} ({demo.redis.kind})",
         f"  metrics      {demo.metrics_url}",
+        f"  prometheus   {demo.prometheus_url or 'none: ' + (demo.prometheus_note or 'not started')}",
         f"  external API {demo.external_health_url}",
         f"  postgres     {demo.postgres_dsn}",
         f"  worker log   {demo.log_path}",
@@ -61,7 +64,12 @@ def render_summary(demo: Demo) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    demo = start_demo(args.scenario, args.seed, args.state_dir, live=not args.once, tick_seconds=args.tick)
+    # handlers first: a SIGTERM while the demo starts still stops its redis-server and Prometheus
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: done.set())
+    demo = start_demo(args.scenario, args.seed, args.state_dir, live=not args.once, tick_seconds=args.tick,
+                      prometheus=getattr(args, "prometheus", True))
     try:
         if args.port_file:
             args.port_file.parent.mkdir(parents=True, exist_ok=True)
@@ -71,9 +79,6 @@ def command(args: argparse.Namespace) -> int:
             return 0
         print(render_summary(demo))
         print("\nthe incident is live (the worker keeps processing); Ctrl-C to stop", flush=True)
-        done = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda *_: done.set())
         try:
             while not done.wait(1.0):
                 pass

@@ -37,8 +37,9 @@ class WorkerMetrics:
 
     def observe(self, queue: str, task_type: str, ok: bool, duration: float) -> None:
         with self._lock:
-            key = (queue, task_type, "success" if ok else "failed")
-            self.processed[key] = self.processed.get(key, 0) + 1
+            for status in ("success", "failed"):  # both series from the first attempt, so a ratio is 0, not absent
+                self.processed.setdefault((queue, task_type, status), 0)
+            self.processed[(queue, task_type, "success" if ok else "failed")] += 1
             h = self._hist.setdefault((queue, task_type), [0] * len(BUCKETS) + [0.0, 0])
             for i, bound in enumerate(BUCKETS):
                 if duration <= bound:
