@@ -121,7 +121,7 @@ def test_hostile_label_values_run_safely(tmp_path):
         body = fixture_json("firing-warning.json")
         template = body["alerts"][0]
         body["alerts"] = []
-        for i, (name, value) in enumerate(HOSTILE.items()):
+        for i, value in enumerate(HOSTILE.values()):
             alert = json.loads(json.dumps(template))
             alert["labels"]["queue"] = value
             alert["labels"]["task_type"] = value[:200]
