@@ -43,6 +43,7 @@ class Context:
     run_dir: Path = Path("outputs/adhoc")
     now: float = field(default_factory=time.time)
     demo: dict[str, Any] | None = None
+    names: dict[str, str] = field(default_factory=dict)  # deployment, container, namespace for commands
 
     @property
     def postgres_dsn(self) -> str | None:
@@ -110,30 +111,58 @@ def context(*, alertname: str = "JobFailureRate", severity: str = "warning", que
     ``make demo``).
     """
     env = os.environ
-    demo_path = Path(demo_json or env.get("JOBRUNBOOK_DEMO_JSON") or Path(outputs_dir) / "demo" / "demo.json")
+    labels = {"alertname": alertname, "severity": severity, "queue": queue, "task_type": task_type}
+    configured = _configured_settings(labels)
     demo = None
-    if demo_path.is_file():
-        try:
-            demo = json.loads(demo_path.read_text())
-        except (OSError, ValueError):
-            demo = None
+    if configured is None:
+        demo_path = Path(demo_json or env.get("JOBRUNBOOK_DEMO_JSON") or Path(outputs_dir) / "demo" / "demo.json")
+        if demo_path.is_file():
+            try:
+                demo = json.loads(demo_path.read_text())
+            except (OSError, ValueError):
+                demo = None
     d = demo or {}
+    c = configured or {}
     if isinstance(health_urls, str):
         health_urls = [u for u in health_urls.split(",") if u.strip()]
     return Context(
         alertname=alertname, severity=severity, queue=queue, task_type=task_type, starts_at=starts_at,
         fingerprint=fingerprint, status=status,
-        redis_url=redis_url or env.get("JOBRUNBOOK_REDIS_URL", "") or d.get("redis_url", ""),
-        metrics_url=metrics_url or env.get("JOBRUNBOOK_METRICS_URL", "") or d.get("metrics_url", ""),
-        prometheus_url=prometheus_url or env.get("JOBRUNBOOK_PROMETHEUS_URL", "") or d.get("prometheus_url") or "",
-        alertmanager_url=alertmanager_url or env.get("JOBRUNBOOK_ALERTMANAGER_URL", ""),
-        log_source=log_source or env.get("JOBRUNBOOK_LOG_SOURCE", "") or d.get("log_path", ""),
-        health_urls=list(health_urls) or [u for u in env.get("JOBRUNBOOK_HEALTH_URLS", "").split(",") if u]
+        redis_url=redis_url or c.get("redis_url") or d.get("redis_url", ""),
+        metrics_url=metrics_url or c.get("metrics_url") or d.get("metrics_url", ""),
+        prometheus_url=prometheus_url or c.get("prometheus_url") or d.get("prometheus_url") or "",
+        alertmanager_url=alertmanager_url or c.get("alertmanager_url") or "",
+        log_source=log_source or c.get("log_source") or d.get("log_path", ""),
+        health_urls=list(health_urls) or c.get("health_urls")
         or ([d["external_health_url"]] if d.get("external_health_url") else []),
-        task_timeout_s=task_timeout_s,
+        task_timeout_s=task_timeout_s or c.get("task_timeout_s"),
         run_dir=Path(run_dir or env.get(RUN_DIR_ENV) or Path(outputs_dir) / "adhoc"),
         demo=demo,
+        names=c.get("names", {}),
     )
+
+
+_SOURCE_ENV = ("JOBRUNBOOK_CONFIG", "JOBRUNBOOK_REDIS_URL", "JOBRUNBOOK_METRICS_URL", "JOBRUNBOOK_PROMETHEUS_URL",
+               "JOBRUNBOOK_ALERTMANAGER_URL", "JOBRUNBOOK_LOG_SOURCE", "JOBRUNBOOK_LOG_FILE")
+
+
+def _configured_settings(labels: dict[str, str]) -> dict[str, Any] | None:
+    """The sources from the configuration (file and JOBRUNBOOK_* variables), or None when none is set.
+
+    With nothing configured the sections fall back to the demo incident's demo.json.
+    """
+    if not any(os.environ.get(name) for name in _SOURCE_ENV):
+        return None
+    from jobrunbook.config import load_settings
+
+    s = load_settings(labels=labels)
+    log = {"docker": f"docker:{s.worker_container}", "kubectl":
+           f"k8s:deployment/{s.worker_deployment}@{s.namespace or 'default'}", "file": s.log_path}.get(s.log_source, "")
+    return {"redis_url": s.redis_url, "metrics_url": s.metrics_url, "prometheus_url": s.prometheus_url,
+            "alertmanager_url": s.alertmanager_url, "log_source": log, "health_urls": list(s.health_urls.values()),
+            "task_timeout_s": s.task_timeout_s,
+            "names": {"deployment": s.worker_deployment, "container": s.worker_container,
+                      "namespace": s.namespace or "default"}}
 
 
 def _finish(ctx: Context, section: str, out: Section) -> Section:
@@ -386,8 +415,7 @@ def _command_values(ctx: Context) -> dict[str, Any]:
             values.update(pg_host=parts.hostname, pg_port=parts.port)
         except ValueError:
             pass
-    for key in ("deployment", "container", "namespace"):
-        values[key] = os.environ.get(f"JOBRUNBOOK_{key.upper()}")
+    values.update(ctx.names)
     return values
 
 
