@@ -59,7 +59,7 @@ def demos(tmp_path_factory):
     def get(scenario: str, seed: int = 11):
         if (scenario, seed) not in made:
             made[(scenario, seed)] = start_demo(scenario, seed, tmp_path_factory.mktemp(f"{scenario}-{seed}"),
-                                                now=NOW, live=False)
+                                                now=NOW, live=False, prometheus=False)
         return made[(scenario, seed)]
 
     yield get
@@ -253,7 +253,7 @@ def dump(client) -> list:
 
 
 def test_same_seed_same_data(demos, tmp_path):
-    again = start_demo("mixed", 11, tmp_path, now=NOW, live=False)
+    again = start_demo("mixed", 11, tmp_path, now=NOW, live=False, prometheus=False)
     with again:
         assert dump(again.client()) == dump(demos("mixed").client())
         assert again.alert == demos("mixed").alert
@@ -263,7 +263,7 @@ def test_same_seed_same_data(demos, tmp_path):
 
 def test_live_worker_moves_tasks_with_asynq_semantics(tmp_path):
     now = time.time()
-    with start_demo("rate-limited", 3, tmp_path, now=now, live=False) as demo:
+    with start_demo("rate-limited", 3, tmp_path, now=now, live=False, prometheus=False) as demo:
         client = demo.client()
         before = {q: (int(client.get(f"asynq:{{{q}}}:processed")), int(client.get(f"asynq:{{{q}}}:failed")))
                   for q in ("critical", "default", "low")}
@@ -316,7 +316,7 @@ def test_metrics_endpoint_parses_and_agrees(demos):
 
 
 def test_external_api_rate_limits_in_rate_limited(tmp_path):
-    with start_demo("rate-limited", 2, tmp_path, live=False, window_minutes=2, onset_minutes=1) as demo:
+    with start_demo("rate-limited", 2, tmp_path, live=False, window_minutes=2, onset_minutes=1, prometheus=False) as demo:
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(demo.external_health_url, timeout=5)
         assert err.value.code == 429

@@ -20,7 +20,7 @@ NAMES = sorted(SCENARIOS)
 
 @pytest.mark.parametrize("scenario", NAMES)
 def test_demo_scenario_gives_its_top_cause(scenario, tmp_path):
-    with start_demo(scenario, seed=7, state_dir=tmp_path, live=False) as demo:
+    with start_demo(scenario, seed=7, state_dir=tmp_path, live=False, prometheus=False) as demo:
         findings = gather_findings(redis_url=demo.redis_url, metrics_url=demo.metrics_url, log_file=str(demo.log_path),
                                    postgres_dsn=demo.postgres_dsn, health_urls=[demo.external_health_url],
                                    alert={"severity": "critical", "startsAt": demo.alert["alerts"][0]["startsAt"]})
@@ -39,7 +39,7 @@ def test_demo_scenario_gives_its_top_cause(scenario, tmp_path):
 
 
 def test_diagnose_cli_prints_verdict_and_runnable_commands(tmp_path):
-    with start_demo("dependency-down", seed=3, state_dir=tmp_path, live=False) as demo:
+    with start_demo("dependency-down", seed=3, state_dir=tmp_path, live=False, prometheus=False) as demo:
         env = dict(os.environ, JOBRUNBOOK_POSTGRES_DSN=demo.postgres_dsn)
         out = subprocess.run([sys.executable, "-m", "jobrunbook.cli", "diagnose", "--redis-url", demo.redis_url,
                               "--metrics-url", demo.metrics_url, "--alert", str(demo.alert_path), "--json"],
