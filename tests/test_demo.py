@@ -370,10 +370,16 @@ def _metric_status(demo) -> Counter:
 def test_cli_once_exits_and_leaves_no_redis(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
     port_file = tmp_path / "ports.json"
+    # what `make demo ARGS=--once` does: the incident, then the whole runbook against it, then the report's path
     proc = subprocess.run([sys.executable, "-m", "jobrunbook.cli", "demo", "--once", "--scenario", "validation",
-                           "--seed", "4", "--state-dir", str(tmp_path / "state"), "--port-file", str(port_file)],
-                          capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+                           "--seed", "4", "--state-dir", str(tmp_path / "state"), "--port-file", str(port_file),
+                           "--notebooks", str(ROOT / "notebooks")],
+                          capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    lines = proc.stdout.splitlines()
+    report = Path(next(line for line in lines if line.startswith("report:")).split()[1])
+    assert report.is_file() and report.parent.parent == tmp_path
+    assert "Validation errors (SkipRetry)" in next(line for line in lines if line.startswith("verdict:"))
     info = json.loads((tmp_path / "state" / "demo.json").read_text())
     assert json.loads(port_file.read_text())["redis_url"] == info["redis_url"]
     assert info["scenario"] == "validation" and info["seed"] == 4

@@ -162,7 +162,7 @@ def test_cli_sigterm_stops_prometheus(tmp_path):
     with open(tmp_path / "out.txt", "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "jobrunbook.cli", "demo", "--scenario", "rate-limited",
                                  "--seed", "3", "--state-dir", str(tmp_path / "state"), "--port-file",
-                                 str(port_file)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+                                 str(port_file), "--no-run"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 40
         while not port_file.exists() or not port_file.read_text().endswith("}\n"):

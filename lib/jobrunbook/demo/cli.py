@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -30,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port-file", type=Path, default=None,
                         help="also write demo.json's content to this file (for scripts waiting on the demo)")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between live worker steps")
+    parser.add_argument("--notebooks", type=Path, default=Path(os.environ.get("JOBRUNBOOK_NOTEBOOKS", "notebooks")),
+                        help="the section notebooks to run against the incident (default: ./notebooks)")
+    parser.add_argument("--no-run", dest="run", action="store_false",
+                        help="only stand up the incident; do not run the runbook against it")
     parser.add_argument("--no-prometheus", dest="prometheus", action="store_false",
                         help="do not start the demo's own Prometheus (default: started when on PATH)")
 
@@ -63,6 +68,27 @@ def render_summary(demo: Demo) -> str:
     return "\n".join(head) + text
 
 
+def run_runbook(demo: Demo, notebooks: Path) -> int:
+    """Run the whole runbook against the demo's alert, as Alertmanager's webhook would; print the report's path."""
+    from jobrunbook.run import execute_run, params_from_alert
+    from jobrunbook.run.cli import print_progress
+
+    if not notebooks.is_dir():
+        print(f"no notebooks at {notebooks}: run from the project's folder or pass --notebooks", file=sys.stderr)
+        return 2
+    alert = demo.alert["alerts"][0]
+    outputs = demo.state_dir.parent
+    print(f"\nrunning the runbook for {alert['labels'].get('alertname')} "
+          f"{alert['labels'].get('queue')}/{alert['labels'].get('task_type')} ...", flush=True)
+    run = execute_run(params_from_alert(alert, outputs_dir=str(outputs)), notebooks_dir=notebooks,
+                      outputs_dir=outputs, alert=alert, env={"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn},
+                      on_progress=print_progress(sys.stdout))
+    print(f"\nverdict: {run.headline}")
+    print(f"report:  {run.report}")
+    print(f"index:   {outputs / 'index.html'}", flush=True)
+    return 0 if run.state == "done" else 1
+
+
 def command(args: argparse.Namespace) -> int:
     # handlers first: a SIGTERM while the demo starts still stops its redis-server and Prometheus
     done = threading.Event()
@@ -74,10 +100,10 @@ def command(args: argparse.Namespace) -> int:
         if args.port_file:
             args.port_file.parent.mkdir(parents=True, exist_ok=True)
             args.port_file.write_text(json.dumps(demo.info(), indent=2) + "\n")
+        print(render_summary(demo), flush=True)
+        code = run_runbook(demo, args.notebooks) if args.run else 0
         if args.once:
-            print(render_summary(demo))
-            return 0
-        print(render_summary(demo))
+            return code
         print("\nthe incident is live (the worker keeps processing); Ctrl-C to stop", flush=True)
         try:
             while not done.wait(1.0):

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="with --alert: every firing alert, not only the first")
 
 
-def _progress(out):
+def print_progress(out):
     def show(section: str, state: str, elapsed: float) -> None:
         mark = {"running": "..", "ok": "ok", "failed": "!!", "timeout": "!!"}.get(state, "  ")
         print(f"  [{mark}] {section:<24} {state:<8} {elapsed:6.1f}s", file=out, flush=True)
@@ -84,7 +84,7 @@ def command(args: argparse.Namespace) -> int:
             print(f"jobrunbook run: {params.alertname} queue={params.queue} task_type={params.task_type or '*'}",
                   flush=True)
             run = execute_run(params, alert=alert, pool=pool, timeout=args.timeout, max_parallel=args.parallel,
-                              on_progress=_progress(sys.stdout))
+                              on_progress=print_progress(sys.stdout))
             print(f"verdict: {run.headline}")
             if run.failed_sections:
                 print(f"sections not completed: {', '.join(run.failed_sections)}")
