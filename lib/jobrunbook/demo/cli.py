@@ -80,8 +80,11 @@ def run_runbook(demo: Demo, notebooks: Path) -> int:
     outputs = demo.state_dir.parent
     print(f"\nrunning the runbook for {alert['labels'].get('alertname')} "
           f"{alert['labels'].get('queue')}/{alert['labels'].get('task_type')} ...", flush=True)
-    run = execute_run(params_from_alert(alert, outputs_dir=str(outputs)), notebooks_dir=notebooks,
-                      outputs_dir=outputs, alert=alert, env={"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn},
+    params = params_from_alert(alert, outputs_dir=str(outputs), redis_url=demo.redis_url,
+                               metrics_url=demo.metrics_url, prometheus_url=demo.prometheus_url or "",
+                               log_source=str(demo.log_path))
+    env = {"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn, "JOBRUNBOOK_DEMO_JSON": str(demo.demo_json)}
+    run = execute_run(params, notebooks_dir=notebooks, outputs_dir=outputs, alert=alert, env=env,
                       on_progress=print_progress(sys.stdout))
     print(f"\nverdict: {run.headline}")
     print(f"report:  {run.report}")

@@ -214,6 +214,9 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> 
 def _verdict(top: RankedCause | None, ranked: list[RankedCause], total: int, unexplained: dict, ev: Evidence) -> str:
     gaps = f" Not reachable: {', '.join(sorted(ev.unavailable))}." if ev.unavailable else ""
     if not total:
+        if ev.unavailable.get("asynq") and not ev.log_groups:
+            return (f"The failed tasks could not be read ({ev.unavailable['asynq'][:160]}), so the evidence does "
+                    "not point to a cause (unknown)." + gaps)
         return ("No failed tasks were found in retry or archived, so the evidence does not point to a cause "
                 "(unknown)." + gaps)
     if top is None:
