@@ -143,7 +143,7 @@ def context(*, alertname: str = "JobFailureRate", severity: str = "warning", que
 
 
 _SOURCE_ENV = ("JOBRUNBOOK_CONFIG", "JOBRUNBOOK_REDIS_URL", "JOBRUNBOOK_METRICS_URL", "JOBRUNBOOK_PROMETHEUS_URL",
-               "JOBRUNBOOK_ALERTMANAGER_URL", "JOBRUNBOOK_LOG_SOURCE", "JOBRUNBOOK_LOG_FILE")
+               "JOBRUNBOOK_ALERTMANAGER_URL", "JOBRUNBOOK_LOG_SOURCE", "JOBRUNBOOK_LOG_FILE", "JOBRUNBOOK_HEALTH_URLS")
 
 
 def _configured_settings(labels: dict[str, str]) -> dict[str, Any] | None:

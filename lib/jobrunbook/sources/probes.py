@@ -289,7 +289,9 @@ def probe_dependencies(*, postgres_dsn: str | None = None, redis_url: str | None
     postgres_dsn = postgres_dsn or env.get("JOBRUNBOOK_POSTGRES_DSN")
     redis_url = redis_url or env.get("JOBRUNBOOK_REDIS_URL")
     if health_urls is None:
-        health_urls = [u.strip() for u in env.get("JOBRUNBOOK_HEALTH_URLS", "").split(",") if u.strip()]
+        # the configuration's format: name=url or a bare url, comma-separated
+        health_urls = [u.strip().split("=", 1)[1] if "=" in u.split("://", 1)[0] else u.strip()
+                       for u in env.get("JOBRUNBOOK_HEALTH_URLS", "").split(",") if u.strip()]
     probes: dict[str, Callable[[], SourceResult]] = {}
     skipped = []
     if postgres_dsn:
