@@ -245,7 +245,7 @@ def render_index(outputs_dir: str | os.PathLike) -> Path:
 
 def _md(value: Any) -> str:
     """Untrusted text made inert in Markdown: HTML escaped, table pipes and backticks neutralised."""
-    return html.escape(_text(value, 500)).replace("|", "\\|").replace("`", "'").replace("\n", " ")
+    return html.escape(_text(value, 500), quote=False).replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
 
 def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = None) -> Path:

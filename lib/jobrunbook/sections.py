@@ -442,7 +442,8 @@ def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -
     report_causes = [{"name": c.title, "confidence": c.confidence, "share": c.share,
                       "evidence": [f"{g['count']} × {g['queue']}/{g['task_type']}: {g['example_error'][:160]}" for g in c.groups[:3]]
                       + c.evidence + [f"against: {x}" for x in c.contradictions],
-                      "actions": [{"title": a["title"], "command": cmd} for a in c.actions for cmd in (a["commands"] or [""])]}
+                      "actions": [{"title": a["title"] + (f" ({a['note']})" if a["note"] else ""),
+                                   "command": "\n".join(a["commands"])} for a in c.actions]}
                      for c in causes]
     findings = {"verdict": d.verdict, "severity": ctx.severity, "failure_ratio": d.failure_ratio,
                 "task_types": d.task_types, "causes": report_causes, "escalation": d.escalation,
