@@ -3,7 +3,10 @@
 Never the machine's shared 6379: the port is a free one chosen by the kernel,
 bound to 127.0.0.1, with persistence off (``--save ''``). Without a
 ``redis-server`` binary on PATH, fakeredis's TCP server (with Lua) is used, and
-the demo says so on stderr.
+the demo says so on stderr. fakeredis has no ``MEMORY USAGE`` (which the
+inspector's memory figure calls, from Lua): the embedded server answers it with
+an estimate from the value's size, so every count is exact and only the memory
+figure is approximate.
 """
 
 from __future__ import annotations
@@ -80,12 +83,48 @@ def _wait_ready(server: PrivateRedis) -> None:
             client.close()
 
 
+# the per-key overhead real Redis reports for a tiny key (robj, dict entry, SDS headers), roughly
+_KEY_OVERHEAD = 56
+
+
+def _value_size(value) -> int:
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value)
+    if isinstance(value, (int, float)):
+        return 8
+    if hasattr(value, "items"):  # hash (field -> value), sorted set (member -> score)
+        return sum(_value_size(k) + _value_size(v) + 16 for k, v in value.items())
+    try:
+        return sum(_value_size(v) + 8 for v in value)  # list, set
+    except TypeError:
+        return 0
+
+
+def _memory_usage(self, key, *args) -> int | None:
+    """MEMORY USAGE key [SAMPLES n]: an estimate (key, value bytes, overheads); nil for a missing key."""
+    if not key:
+        return None
+    return _KEY_OVERHEAD + len(key.key) + _value_size(key.value)
+
+
+def _add_memory_usage() -> None:
+    """Teach fakeredis MEMORY USAGE (once per process) through its own command registry."""
+    from fakeredis._commands import SUPPORTED_COMMANDS, Key, command
+    from fakeredis._socket import FakeSocket
+
+    if "memory usage" in SUPPORTED_COMMANDS:
+        return
+    setattr(FakeSocket, _memory_usage.__name__, _memory_usage)  # fakeredis dispatches by the function's name
+    command(name="MEMORY USAGE", fixed=(Key(missing_return=None),), repeat=(bytes,))(_memory_usage)
+
+
 def _start_embedded(port: int) -> PrivateRedis:
     try:
         from fakeredis import TcpFakeServer  # fakeredis >= 2.26, Lua through lupa
     except ImportError:
         raise ConfigError("no redis-server on PATH and no embedded fallback",
                           hint="install Debian's redis-server, or `pip install 'fakeredis[lua]'`") from None
+    _add_memory_usage()
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
     threading.Thread(target=server.serve_forever, name="demo-fakeredis", daemon=True).start()
     return PrivateRedis(port, "embedded", embedded=server)
