@@ -23,7 +23,7 @@ class _Chromium:
              "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
              "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         port = None
         while port is None and time.monotonic() < deadline:
             line = self.proc.stderr.readline()
@@ -66,7 +66,7 @@ def open_report(path: Path, *, width: int = 1280, screenshot: str | None = None)
             browser.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1,
                          mobile=False)
             browser.call("Page.navigate", url=path.as_uri())
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while browser.eval("document.readyState") != "complete":
                 assert time.monotonic() < deadline, "report did not finish loading offline"
                 time.sleep(0.05)
