@@ -38,7 +38,7 @@ test: setup
 
 ## lint: ruff over the lib and the tests
 lint: setup
-	$(VENV)/bin/ruff check lib tests benchmarks
+	$(VENV)/bin/ruff check lib tests benchmarks notebooks
 
 ## bench: benchmarks, reported as ratios against a floor measured in the same run
 bench: setup

@@ -40,7 +40,13 @@ from jobrunbook._exceptions import JobrunbookError, SourceTimeout
 
 __all__ = ["RunKernelManager", "KernelPool", "WARMUP_CODE", "run_silently", "close_clients", "shutdown_now"]
 
-WARMUP_CODE = "import pandas, matplotlib, matplotlib.pyplot, numpy\n"
+# Imported before a kernel is handed out: modules only, no state (each kernel still runs one notebook).
+WARMUP_CODE = (
+    "import pandas, matplotlib, matplotlib.pyplot, numpy\n"
+    "import jobrunbook.sections, jobrunbook.charts, jobrunbook.findings\n"
+    "import jobrunbook.sources.metrics, jobrunbook.sources.logs, jobrunbook.sources.probes\n"
+    "import jobrunbook.asynq.inspector, jobrunbook.diagnosis\n"
+)
 
 
 class RunKernelManager(AsyncKernelManager):

@@ -6,23 +6,27 @@
     cli.py      `jobrunbook run`
 """
 
-from jobrunbook.run.execute import (
-    DEFAULT_TIMEOUT,
-    Run,
-    SectionResult,
-    execute_run,
-    plan_stages,
-    set_run_state,
-)
-from jobrunbook.run.params import (
-    SERVED_ALERTNAMES,
-    RunParams,
-    params_from_alert,
-    params_from_labels,
-    params_from_webhook,
-    split_secrets,
-)
-from jobrunbook.run.rundir import create_run_dir, discover_notebooks, make_run_id, read_status, safe_component
+# Imported on first use (PEP 562): a notebook cell that needs one source does
+# not pay for importing every other source's dependencies.
+_EXPORTS = {
+    "DEFAULT_TIMEOUT": "jobrunbook.run.execute",
+    "Run": "jobrunbook.run.execute",
+    "SectionResult": "jobrunbook.run.execute",
+    "execute_run": "jobrunbook.run.execute",
+    "plan_stages": "jobrunbook.run.execute",
+    "set_run_state": "jobrunbook.run.execute",
+    "SERVED_ALERTNAMES": "jobrunbook.run.params",
+    "RunParams": "jobrunbook.run.params",
+    "params_from_alert": "jobrunbook.run.params",
+    "params_from_labels": "jobrunbook.run.params",
+    "params_from_webhook": "jobrunbook.run.params",
+    "split_secrets": "jobrunbook.run.params",
+    "create_run_dir": "jobrunbook.run.rundir",
+    "discover_notebooks": "jobrunbook.run.rundir",
+    "make_run_id": "jobrunbook.run.rundir",
+    "read_status": "jobrunbook.run.rundir",
+    "safe_component": "jobrunbook.run.rundir",
+}
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -43,3 +47,18 @@ __all__ = [
     "read_status",
     "safe_component",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jobrunbook.findings import RUN_DIR_ENV, read_findings, summarize_verdict, write_findings
-from jobrunbook.kernels import KernelPool, RunKernelManager, run_silently, shutdown_now
+from jobrunbook.kernels import WARMUP_CODE, KernelPool, RunKernelManager, run_silently, shutdown_now
 from jobrunbook.run.params import RunParams, split_secrets
 from jobrunbook.run.rundir import (
     create_run_dir,
@@ -242,7 +242,7 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
         # a pool for this run only: its kernels carry this run's environment and serve one notebook each
         own_pool = KernelPool(size=min(prestart, len(results)), env=kernel_env, cwd=str(run_dir),
                               kernel_name=kernel_name, max_starts=len(results), parallel_starts=workers,
-                              warmup_code="")
+                              warmup_code=WARMUP_CODE)
         own_pool.start(wait=False)
         pool = own_pool
     try:

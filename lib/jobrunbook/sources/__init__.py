@@ -6,43 +6,42 @@ timeout, message, hint, elapsed_s, data, to_dict()); a source that is down or
 slow is a result, never an exception that ends a run.
 """
 
-from jobrunbook.sources.alerts import ALERT_COLUMNS, RELATED_ALERTS, related_alerts
-from jobrunbook.sources.logs import (
-    EVENT_COLUMNS,
-    GROUP_COLUMNS,
-    collect_worker_logs,
-    fetch_logs,
-    group_errors,
-    parse_log_lines,
-)
-from jobrunbook.sources.metrics import (
-    MetricNames,
-    collect_worker_metrics,
-    duration_quantiles,
-    failure_ratios,
-    histogram_quantile,
-    measure_rates,
-    parse_metrics,
-    scrape_metrics,
-)
-from jobrunbook.sources.probes import (
-    PROBE_COLUMNS,
-    probe_dependencies,
-    probe_http,
-    probe_postgres,
-    probe_redis,
-    run_probes,
-)
-from jobrunbook.sources.prometheus import (
-    DEFAULT_RULES_FILE,
-    evaluate_alert_expression,
-    failure_ratio_by_task_type,
-    failure_ratio_query,
-    instant_query,
-    load_alert_rules,
-    range_query,
-)
-from jobrunbook.sources.result import STATUSES, SourceResult
+# Imported on first use (PEP 562): a notebook cell that needs one source does
+# not pay for importing every other source's dependencies.
+_EXPORTS = {
+    "ALERT_COLUMNS": "jobrunbook.sources.alerts",
+    "RELATED_ALERTS": "jobrunbook.sources.alerts",
+    "related_alerts": "jobrunbook.sources.alerts",
+    "EVENT_COLUMNS": "jobrunbook.sources.logs",
+    "GROUP_COLUMNS": "jobrunbook.sources.logs",
+    "collect_worker_logs": "jobrunbook.sources.logs",
+    "fetch_logs": "jobrunbook.sources.logs",
+    "group_errors": "jobrunbook.sources.logs",
+    "parse_log_lines": "jobrunbook.sources.logs",
+    "MetricNames": "jobrunbook.sources.metrics",
+    "collect_worker_metrics": "jobrunbook.sources.metrics",
+    "duration_quantiles": "jobrunbook.sources.metrics",
+    "failure_ratios": "jobrunbook.sources.metrics",
+    "histogram_quantile": "jobrunbook.sources.metrics",
+    "measure_rates": "jobrunbook.sources.metrics",
+    "parse_metrics": "jobrunbook.sources.metrics",
+    "scrape_metrics": "jobrunbook.sources.metrics",
+    "PROBE_COLUMNS": "jobrunbook.sources.probes",
+    "probe_dependencies": "jobrunbook.sources.probes",
+    "probe_http": "jobrunbook.sources.probes",
+    "probe_postgres": "jobrunbook.sources.probes",
+    "probe_redis": "jobrunbook.sources.probes",
+    "run_probes": "jobrunbook.sources.probes",
+    "DEFAULT_RULES_FILE": "jobrunbook.sources.prometheus",
+    "evaluate_alert_expression": "jobrunbook.sources.prometheus",
+    "failure_ratio_by_task_type": "jobrunbook.sources.prometheus",
+    "failure_ratio_query": "jobrunbook.sources.prometheus",
+    "instant_query": "jobrunbook.sources.prometheus",
+    "load_alert_rules": "jobrunbook.sources.prometheus",
+    "range_query": "jobrunbook.sources.prometheus",
+    "STATUSES": "jobrunbook.sources.result",
+    "SourceResult": "jobrunbook.sources.result",
+}
 
 __all__ = [
     "ALERT_COLUMNS",
@@ -78,3 +77,18 @@ __all__ = [
     "run_probes",
     "scrape_metrics",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
