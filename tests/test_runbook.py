@@ -114,3 +114,20 @@ def test_redis_password_never_reaches_the_run_directory(tmp_path):
     assert sum(g["count"] for g in findings(run.run_dir, "02_asynq")["data"]["groups"]) == expected
     leaks = [p for p in run.run_dir.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
     assert leaks == []
+
+
+@pytest.mark.parametrize("scenario,title", [("bad-deploy", "Deploy dropped or renamed a handler"),
+                                            ("rate-limited", "Rate limiting by an external API")])
+def test_other_scenarios_report_their_cause(scenario, title, tmp_path):
+    with start_demo(scenario, seed=2, state_dir=tmp_path / "demo", live=False, prometheus=False) as demo:
+        alert = demo.alert["alerts"][0]
+        params = params_from_alert(alert, outputs_dir=str(tmp_path), redis_url=demo.redis_url,
+                                   metrics_url=demo.metrics_url, log_source=str(demo.log_path))
+        run = execute_run(params, notebooks_dir=NOTEBOOKS, outputs_dir=tmp_path, alert=alert,
+                          env={"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn,
+                               "JOBRUNBOOK_DEMO_JSON": str(demo.demo_json)})
+    assert run.state == "done"
+    diag = findings(run.run_dir, "05_diagnosis")["data"]
+    assert diag["top_cause"] == demo.truth["dominant_cause"]
+    assert diag["verdict"].startswith(title)
+    assert title in run.report.read_text()
