@@ -80,9 +80,10 @@ def evidence_from_findings(findings: dict[str, dict[str, Any]], *, settings: dic
 
     metrics = findings.get("metrics") or {}
     overall = (metrics.get("failure") or {}).get("overall") or {}
-    ev.failure_ratio = _num(overall.get("ratio"))
+    # the alert's own series now (section 00) before the worker's lifetime ratio
+    ev.failure_ratio = _num(alert.get("failure_ratio"))
     if ev.failure_ratio is None:
-        ev.failure_ratio = _num(alert.get("failure_ratio"))
+        ev.failure_ratio = _num(overall.get("ratio"))
     for d in metrics.get("durations") or []:
         ev.durations.append(DurationStat(queue=d.get("queue") or "", task_type=d.get("task_type") or "",
                                          p95_s=_num(d.get("p95_s")), timeout_s=_num(d.get("timeout_s")),

@@ -166,7 +166,10 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> 
         if log_first and (first is None or log_first < first):
             first = log_first
         onset = "unknown" if first is None or start is None else ("new" if first >= start - NEW_WINDOW_S else "chronic")
-        top = groups[0] if groups else None
+        # commands act on the alert's own queue and task type when this cause covers them
+        mine = [g for g in groups if g.queue == ev.alert.get("queue") and
+                (not ev.alert.get("task_type") or g.task_type == ev.alert.get("task_type"))]
+        top = (mine or groups or [None])[0]
         values = {**ev.settings, "queue": top.queue if top else ev.alert.get("queue"),
                   "task_type": top.task_type if top else ev.alert.get("task_type"),
                   "fingerprint": top.fingerprint if top else "",
