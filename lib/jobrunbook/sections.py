@@ -66,6 +66,7 @@ class Section:
     table: Any = None  # a pandas DataFrame
     tables: dict[str, Any] = field(default_factory=dict)
     charts: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    commands: list[str] = field(default_factory=list)  # exact commands, shown as one code block
     findings: dict[str, Any] = field(default_factory=dict)
 
     def _repr_markdown_(self) -> str:
@@ -77,13 +78,20 @@ class Section:
             from IPython.display import Markdown, display
         except ImportError:  # pragma: no cover - IPython comes with ipykernel
             return
+        import pandas as pd
+
         display(Markdown(f"**{_md_escape(self.reading)}**"))
-        if self.table is not None and len(self.table):
-            display(self.table)
-        for name, table in self.tables.items():
-            if table is not None and len(table):
-                display(Markdown(f"*{name}*"))
-                display(table)
+        with pd.option_context("display.max_colwidth", 160, "display.max_rows", 60):
+            if self.table is not None and len(self.table):
+                display(self.table)
+            for name, table in self.tables.items():
+                if table is not None and len(table):
+                    display(Markdown(f"*{name}*"))
+                    display(table)
+        if self.commands:
+            # fenced code: copy-paste exact, nothing in it is read as Markdown
+            fence = "````"
+            display(Markdown(f"{fence}sh\n" + "\n".join(c.replace(fence, "") for c in self.commands) + f"\n{fence}"))
         for fig in self.charts.values():
             display(fig)
 
@@ -497,6 +505,9 @@ def remediation_plan(ctx: Context, *, max_plans: int = 4) -> Section:
                          "to act": "", "asynq CLI": ""})
     table = pd.DataFrame(rows)
     n = int(table["tasks"].sum())
+    to_act = [r["to act"] for r in rows if r["to act"] and r["tasks"]]
     reading = (f"{len(rows)} dry run(s): {n} task(s) would change. Nothing was changed; act with the command "
                f"shown, which exports first and asks for the count again.")
-    return _finish(ctx, "06_remediation", Section("06_remediation", reading, table=table, findings={"plans": rows}))
+    return _finish(ctx, "06_remediation", Section("06_remediation", reading, commands=to_act,
+                                                  table=table.drop(columns=["to act", "asynq CLI"]),
+                                                  findings={"plans": rows}))
