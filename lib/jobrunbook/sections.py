@@ -278,6 +278,17 @@ def read_worker_logs(ctx: Context, *, since: str = "1h") -> Section:
 
 
 # -- 02: failing task types (asynq) ---------------------------------------------------------
+def _task_timeouts(insp: Any, queues: list[str], *, sample: int = 100) -> dict[str, int]:
+    """Each failing task type's timeout (seconds) as its tasks carry it, from a first page of retry/archived."""
+    out: dict[str, int] = {}
+    for q in queues:
+        for state in ("retry", "archived"):
+            for t in insp.list_tasks(q, state, size=sample):
+                if t.timeout_seconds:
+                    out[t.type] = max(out.get(t.type, 0), int(t.timeout_seconds))
+    return out
+
+
 def failing_task_types(ctx: Context) -> Section:
     """Runbook step 2: failed tasks (retry + archived) by queue, task type and error."""
     import pandas as pd
@@ -296,6 +307,7 @@ def failing_task_types(ctx: Context) -> Section:
         agg = insp.failures()
         history = [insp.history(q.queue, days=7) for q in queues]
         servers = insp.servers()
+        timeouts = _task_timeouts(insp, [q.queue for q in queues])
     except JobrunbookError as exc:
         return _finish(ctx, "02_asynq", _unreachable("02_asynq", "asynq's Redis", exc))
     records = agg.to_records()
@@ -335,7 +347,7 @@ def failing_task_types(ctx: Context) -> Section:
         tables={"queues": counts[[c for c in state_cols if c in counts.columns]].set_index("queue") if not counts.empty else counts},
         charts=charts,
         findings={"groups": records, "queues": counts, "history": daily, "servers": [s.to_dict() for s in servers],
-                  "anomalies": agg.anomalies, "tasks": agg.tasks,
+                  "anomalies": agg.anomalies, "tasks": agg.tasks, "timeouts": timeouts,
                   "task_types": by_type.reset_index().to_dict("records") if total else []}))
 
 

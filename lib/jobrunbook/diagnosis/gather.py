@@ -84,9 +84,13 @@ def evidence_from_findings(findings: dict[str, dict[str, Any]], *, settings: dic
     ev.failure_ratio = _num(alert.get("failure_ratio"))
     if ev.failure_ratio is None:
         ev.failure_ratio = _num(overall.get("ratio"))
+    # the timeout each task carries in asynq (section 02) when the metrics section had none configured
+    timeouts = asynq.get("timeouts") or {}
     for d in metrics.get("durations") or []:
-        ev.durations.append(DurationStat(queue=d.get("queue") or "", task_type=d.get("task_type") or "",
-                                         p95_s=_num(d.get("p95_s")), timeout_s=_num(d.get("timeout_s")),
+        task_type = d.get("task_type") or ""
+        ev.durations.append(DurationStat(queue=d.get("queue") or "", task_type=task_type,
+                                         p95_s=_num(d.get("p95_s")),
+                                         timeout_s=_num(d.get("timeout_s")) or _num(timeouts.get(task_type)),
                                          at_timeout_share=_num(d.get("share_at_or_beyond_timeout"))))
 
     deps = findings.get("dependencies") or {}

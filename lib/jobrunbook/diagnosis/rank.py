@@ -118,7 +118,8 @@ def _signals(cause: Cause, groups: list[ErrorGroup], ev: Evidence, log_count: in
             if d.at_timeout_share is not None and d.at_timeout_share >= 0.05:
                 pro.append(f"{d.task_type}: {d.at_timeout_share:.0%} of jobs ran to the {d.timeout_s:g} s timeout")
             elif d.p95_s is not None and d.timeout_s and d.p95_s >= 0.8 * d.timeout_s:
-                pro.append(f"{d.task_type}: p95 {d.p95_s:.2f} s is near the {d.timeout_s:g} s timeout")
+                where = "reaches" if d.p95_s >= d.timeout_s else "is near"
+                pro.append(f"{d.task_type}: p95 {d.p95_s:.2f} s {where} the {d.timeout_s:g} s timeout")
             elif d.p95_s is not None and d.timeout_s and d.p95_s < 0.5 * d.timeout_s and not d.at_timeout_share:
                 con.append(f"{d.task_type}: p95 {d.p95_s:.2f} s is far below the {d.timeout_s:g} s timeout")
     if cause.key == "lease_expired" and ev.servers_alive == 0:
