@@ -8,7 +8,9 @@
 ``window_minutes`` of the worker (baseline, then the incident from the onset)
 with asynq's own state transitions, writes ``demo.json`` and ``alert.json``
 into ``state_dir``, and, when ``live``, keeps the worker ticking every
-``tick_seconds`` until ``stop()``. With ``prometheus`` and ``promtool`` on
+``tick_seconds`` until ``stop()``. From the end of the window on, the worker is a
+live asynq server: its heartbeat (ServerInfo, and WorkerInfo for each running
+task) is written on every tick and cleared by ``stop()``. With ``prometheus`` and ``promtool`` on
 PATH it also starts a real Prometheus holding the simulated window (backfilled
 from the metrics recorded at each step) and scraping /metrics live.
 """
@@ -23,7 +25,10 @@ import threading
 import time
 from pathlib import Path
 
+import redis
+
 from jobrunbook._exceptions import JobrunbookError
+from jobrunbook.demo.heartbeat import Heartbeater
 from jobrunbook.demo.logs import WorkerLog
 from jobrunbook.demo.metrics import DemoHTTPServer, WorkerMetrics
 from jobrunbook.demo.prometheus import DemoPrometheus, MetricsRecorder, find_binaries, start_prometheus
@@ -122,14 +127,24 @@ class Demo:
             self._thread = threading.Thread(target=self._run, args=(tick_seconds,), name="demo-worker", daemon=True)
             self._thread.start()
 
+    def stop_worker(self) -> None:
+        """Shut the worker down gracefully, leaving Redis up: no more ticks, its server state cleared
+        (asynq's ClearServerState). Idempotent; ``stop()`` calls it first."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        with self._lock:
+            try:
+                self.worker.heartbeat.clear()
+            except redis.RedisError as exc:
+                self.log.app(time.time(), "error", "clearing the server state failed", error=str(exc))
+
     def stop(self) -> None:
         """Stop the worker, Prometheus, the HTTP server and the private Redis (idempotent)."""
         if self.stopped:
             return
         self.stopped = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self.stop_worker()
         if self.prometheus is not None:
             self.prometheus.stop()
         self.http.stop()
@@ -205,7 +220,8 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
     try:
         client = redis_server.client()
         http = DemoHTTPServer(metrics, rate_limited=lambda: False).start()
-        worker = Worker(client, sc, rng, timeline, log, metrics, rate_per_second)
+        heartbeat = Heartbeater(client, rng=random.Random(seed + 3))
+        worker = Worker(client, sc, rng, timeline, log, metrics, rate_per_second, heartbeat)
         http.rate_limited = lambda: worker.conditions(time.time()).rate_limited
         history = write_history(client, random.Random(seed + 2), start, rate_per_second)
         target = http.base_url.removeprefix("http://")
@@ -214,7 +230,7 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
         t = start
         while t < now:
             t = min(now, t + SIM_TICK)
-            worker.tick(t)
+            worker.tick(t, beat=t >= now)  # the server is live from the end of the window on
             if recorder is not None:
                 recorder.record(t)
         note = None if recorder is not None else binaries

@@ -5,7 +5,10 @@ due scheduled/retry tasks to pending, recover tasks whose lease expired, drop
 expired completed tasks, finish the handlers that are done (success -> done or
 completed; failure -> retry with score last_failed_at + delay, or archived
 once retried >= max retry or on SkipRetry), dequeue new tasks, then let the
-producer enqueue. Times are passed in, so the same code writes the incident's
+producer enqueue, and, when asked to, beat: write the server and its busy
+workers the way asynq's heartbeater does (``jobrunbook.demo.heartbeat``; a
+crash leaves them to expire, a deploy clears them, each start is a new server
+id). Times are passed in, so the same code writes the incident's
 history (a simulated clock) and then keeps it live (the real one).
 """
 
@@ -20,6 +23,7 @@ import redis
 from jobrunbook.asynq import keys
 from jobrunbook.asynq.messages import TaskMessage, decode_task, encode_task
 from jobrunbook.demo import scripts
+from jobrunbook.demo.heartbeat import ActiveTask, Heartbeater
 from jobrunbook.demo.logs import WorkerLog
 from jobrunbook.demo.metrics import WorkerMetrics
 from jobrunbook.demo.scenarios import (
@@ -66,7 +70,8 @@ class _InFlight:
 
 class Worker:
     def __init__(self, client: redis.Redis, scenario: Scenario, rng: random.Random, timeline: Timeline,
-                 log: WorkerLog, metrics: WorkerMetrics, rate_per_second: float = 0.8) -> None:
+                 log: WorkerLog, metrics: WorkerMetrics, rate_per_second: float = 0.8,
+                 heartbeat: Heartbeater | None = None) -> None:
         self.client = client
         self.scenario = scenario
         self.rng = rng
@@ -74,6 +79,7 @@ class Worker:
         self.log = log
         self.metrics = metrics
         self.rate = rate_per_second
+        self.heartbeat = heartbeat or Heartbeater(client, rng=random.Random(0))
         self.inflight: dict[str, _InFlight] = {}
         self.last_tick: float | None = None
         self._crashes = sorted(timeline.crashes)
@@ -203,24 +209,33 @@ class Worker:
             self.log.asynq(now, "INFO", "Waiting for all workers to finish...")
             self.log.asynq(now, "INFO", "All workers have finished")
             self.log.asynq(now, "INFO", "Exiting")
+            self.heartbeat.clear()
         self.log.pid += self.rng.randint(50, 900)
         self.log.asynq(now, "INFO", "Starting processing")
         build = {"build": "v2"} if self._deployed else {}
         self.log.app(now, "info", "worker-daemon started", **build)
+        self.heartbeat.start(now, self.log.pid)
 
     def start(self, now: float, redis_addr: str, metrics_addr: str) -> None:
         self.log.asynq(now, "INFO", "Starting processing")
         self.log.app(now, "info", "worker-daemon started", redis=redis_addr, metrics=metrics_addr,
                      max_retry="per-task", retry_delay="asynq-default")
+        self.heartbeat.start(now, self.log.pid)
         self.last_tick = now
 
-    def tick(self, now: float) -> None:
-        """Everything the worker and the producer do up to ``now``."""
+    def active_tasks(self) -> list[ActiveTask]:
+        """What the worker's goroutines are running now, in start order."""
+        jobs = sorted(self.inflight.values(), key=lambda j: (j.started, j.msg.id))
+        return [ActiveTask(j.msg, j.started) for j in jobs]
+
+    def tick(self, now: float, beat: bool = True) -> None:
+        """Everything the worker and the producer do up to ``now``; with ``beat``, then its heartbeat."""
         prev = self.last_tick if self.last_tick is not None else now
         while self._crashes and self._crashes[0] <= now:
             at = self._crashes.pop(0)
             # the worker is killed: its in-flight tasks stay active until their lease expires
             self.inflight.clear()
+            self.heartbeat.crash(at)
             self._restart(at, "crash")
         if self.timeline.deploy_at is not None and not self._deployed and now >= self.timeline.deploy_at:
             self._deployed = True
@@ -254,6 +269,8 @@ class Worker:
         pipe = self.client.pipeline(transaction=False)
         self.produce(now, max(0.0, now - prev), pipe)
         pipe.execute()
+        if beat:
+            self.heartbeat.beat(now, self.active_tasks())
         self.last_tick = now
 
 
