@@ -187,3 +187,44 @@ def test_recommended_jobrunbook_commands_parse_with_the_real_cli():
                     assert args.command in ("remediate", "inspect")
                     checked += 1
     assert checked >= 4
+
+
+def _log_findings(path) -> dict:
+    from jobrunbook.sources import collect_worker_logs
+
+    r = collect_worker_logs("file", path=str(path), since=None)
+    d = r.to_dict()
+    return {"status": d["status"], "groups": d["data"]["groups"], "restarts": d["data"]["restarts"]}
+
+
+def test_bad_deploy_capture_onset_follows_the_restart_in_the_log():
+    from jobrunbook.diagnosis.gather import evidence_from_findings
+
+    logs = _log_findings(ASYNQ_FIXTURES / "bad-deploy" / "worker.log")
+    assert [r["graceful"] for r in logs["restarts"]] == [True]  # the capture's one deploy, at 15 s
+    ev = evidence_from_findings({"logs": logs, "asynq": {"status": "ok", "groups": []}})
+    ev.groups = groups_from_inspector("bad-deploy")
+    top = diagnose(ev, now=NOW).causes[0]
+    assert top.key == "handler_not_found"
+    assert any("after the worker restarted (a deploy)" in e for e in top.evidence), top.evidence
+
+
+def test_a_restart_without_a_clean_exit_corroborates_a_crash(tmp_path):
+    from jobrunbook.diagnosis.gather import evidence_from_findings
+
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "asynq: pid=7 2026/11/29 19:00:00.000001 INFO: Starting processing\n"
+        '2026-11-29T19:00:05.000000Z app level=error msg="task failed" queue=default task_type=a:b '
+        'task_id=1 retried=0 max_retry=3 next=retry error="asynq: task lease expired"\n'
+        "asynq: pid=8 2026/11/29 19:00:09.000001 INFO: Starting processing\n")
+    logs = _log_findings(log)
+    assert [r["graceful"] for r in logs["restarts"]] == [False]
+    groups = [ErrorGroup("default", "a:b", "asynq: task lease expired", "asynq: task lease expired", 4)]
+    with_log = evidence_from_findings({"logs": logs, "asynq": {"status": "ok", "groups": []}})
+    with_log.groups = groups
+    crash = diagnose(with_log, now=NOW).causes[0]
+    alone = diagnose(Evidence(groups=groups), now=NOW).causes[0]
+    assert crash.key == alone.key == "lease_expired"
+    assert any("no clean exit" in e for e in crash.evidence)
+    assert crash.confidence > alone.confidence

@@ -90,7 +90,8 @@ class Evidence:
     related_alerts: list[str] = field(default_factory=list)  # alertnames firing now
     failure_ratio: float | None = None  # current, from metrics or asynq's counters
     servers_alive: int | None = None  # asynq servers heartbeating now
-    deploy_time: float | None = None  # when the worker was last deployed, if known
+    deploy_time: float | None = None  # when the worker was last deployed (a graceful restart), if known
+    crashes: list[float] = field(default_factory=list)  # worker starts with no clean exit before them
     unavailable: dict[str, str] = field(default_factory=dict)  # source -> why
     settings: dict[str, Any] = field(default_factory=dict)  # container, deployment, namespace
 

@@ -77,6 +77,11 @@ def evidence_from_findings(findings: dict[str, dict[str, Any]], *, settings: dic
 
     logs = findings.get("logs") or {}
     ev.log_groups = _groups_from_logs(logs.get("groups") or [], queue=ev.alert.get("queue", ""))
+    restarts = logs.get("restarts") or []
+    if ev.deploy_time is None:
+        graceful = [parse_time(r.get("time")) for r in restarts if r.get("graceful")]
+        ev.deploy_time = max((t for t in graceful if t), default=None)
+    ev.crashes = [t for t in (parse_time(r.get("time")) for r in restarts if not r.get("graceful")) if t]
 
     metrics = findings.get("metrics") or {}
     overall = (metrics.get("failure") or {}).get("overall") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections import defaultdict
@@ -122,13 +123,17 @@ def _signals(cause: Cause, groups: list[ErrorGroup], ev: Evidence, log_count: in
                 pro.append(f"{d.task_type}: p95 {d.p95_s:.2f} s {where} the {d.timeout_s:g} s timeout")
             elif d.p95_s is not None and d.timeout_s and d.p95_s < 0.5 * d.timeout_s and not d.at_timeout_share:
                 con.append(f"{d.task_type}: p95 {d.p95_s:.2f} s is far below the {d.timeout_s:g} s timeout")
-    if cause.key == "lease_expired" and ev.servers_alive == 0:
+    if cause.key == "lease_expired" and ev.servers_alive == 0 and ev.groups:
         pro.append("no asynq server is heartbeating now: the worker is down")
+    if cause.key == "lease_expired" and ev.crashes:
+        pro.append(f"worker log: {len(ev.crashes)} restart(s) with no clean exit before them (a crash or OOM kill)")
     first = min((g.first_seen for g in groups if g.first_seen), default=None)
     if cause.key in ("handler_not_found", "panic") and ev.deploy_time and first:
-        if first >= ev.deploy_time:
-            pro.append(f"first seen {int(first - ev.deploy_time)} s after the deploy")
-        else:
+        # asynq keeps last_failed_at in whole seconds: allow that much before the restart's exact time
+        if first >= ev.deploy_time - 1:
+            pro.append(f"first seen {max(0, int(first - ev.deploy_time))} s after the worker restarted (a deploy) at "
+                       f"{dt.datetime.fromtimestamp(ev.deploy_time, dt.timezone.utc):%H:%M:%S} UTC")
+        elif first < ev.deploy_time - 60:
             con.append("already failing before the last deploy")
     return pro, con
 

@@ -501,5 +501,25 @@ def collect_worker_logs(kind: str = "docker", *, since: str | None = "1h", tail:
         summary = f"{raw.message}; parsed what was read: {summary}"
     raw.message = summary if raw.status == "timeout" else f"{summary} ({raw.message})"
     raw.data = {"events": problems, "groups": groups, "lines": len(events), "panics": panics,
+                "restarts": worker_restarts(events),
                 "truncated": raw.data["truncated"], "bytes_read": raw.data["bytes_read"]}
     return raw
+
+
+def worker_restarts(events: pd.DataFrame) -> list[dict]:
+    """asynq's "Starting processing" lines after the first line read: deploys and crashes.
+
+    ``graceful`` is False when no "Exiting" line came before the start since the
+    previous start: the worker died (OOM kill, crash) rather than being stopped.
+    """
+    out: list[dict] = []
+    exited = False
+    for i, row in enumerate(events.itertuples(index=False)):
+        message = str(row.message or "")
+        if message.startswith("Exiting"):
+            exited = True
+        elif message.startswith("Starting processing"):
+            if i > 0 and row.time is not None and not pd.isna(row.time):
+                out.append({"time": row.time.isoformat(), "graceful": exited})
+            exited = False
+    return out
