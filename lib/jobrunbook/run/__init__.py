@@ -6,6 +6,8 @@
     cli.py      `jobrunbook run`
 """
 
+from jobrunbook._lazy import lazy_exports
+
 # Imported on first use (PEP 562): a notebook cell that needs one source does
 # not pay for importing every other source's dependencies.
 _EXPORTS = {
@@ -49,16 +51,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
