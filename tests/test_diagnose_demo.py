@@ -51,3 +51,14 @@ def test_diagnose_cli_prints_verdict_and_runnable_commands(tmp_path):
         assert any(c.startswith("pg_isready") for c in commands)
         assert any(c.startswith("jobrunbook remediate run") for c in commands)
         assert result["escalation"]["severity"] == "critical"
+
+
+def test_recommended_commands_name_the_real_postgres_and_health_url(tmp_path):
+    with start_demo("dependency-down", seed=3, state_dir=tmp_path, live=False, prometheus=False) as demo:
+        env = dict(os.environ, JOBRUNBOOK_POSTGRES_DSN=demo.postgres_dsn)
+        out = subprocess.run([sys.executable, "-m", "jobrunbook.cli", "diagnose", "--redis-url", demo.redis_url,
+                              "--health-url", demo.external_health_url], capture_output=True, text=True, env=env,
+                             timeout=60)
+    assert out.returncode == 0, out.stderr
+    port = demo.postgres_dsn.rsplit(":", 1)[1].split("/")[0]
+    assert f"pg_isready -h 127.0.0.1 -p {port}" in out.stdout

@@ -429,19 +429,10 @@ _SECTION_KEYS = {"00": "alert", "01": "logs", "02": "asynq", "03": "metrics", "0
 
 
 def _command_values(ctx: Context) -> dict[str, Any]:
-    """Values for the recommended commands (never a secret): health URL, metrics URL, Postgres host."""
-    from urllib.parse import urlsplit
+    from jobrunbook.diagnosis.gather import command_values
 
-    values: dict[str, Any] = {"metrics_url": ctx.metrics_url or None,
-                              "health_url": ctx.health_urls[0] if ctx.health_urls else None}
-    if ctx.postgres_dsn:
-        try:
-            parts = urlsplit(ctx.postgres_dsn)
-            values.update(pg_host=parts.hostname, pg_port=parts.port)
-        except ValueError:
-            pass
-    values.update(ctx.names)
-    return values
+    return command_values(postgres_dsn=ctx.postgres_dsn, health_urls=ctx.health_urls, metrics_url=ctx.metrics_url,
+                          names=ctx.names)
 
 
 def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -> Section:

@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from jobrunbook.diagnosis.gather import evidence_from_findings, gather_findings
+from jobrunbook.diagnosis.gather import command_values, evidence_from_findings, gather_findings
 from jobrunbook.diagnosis.rank import Diagnosis, diagnose
 
 __all__ = ["add_arguments", "command", "render_text"]
@@ -48,7 +48,9 @@ def command(args: argparse.Namespace) -> int:
                                health_urls=args.health_url, alertmanager_url=args.alertmanager_url,
                                alert=_alert_from_file(args.alert), task_timeout_s=args.task_timeout,
                                timeout=args.timeout)
-    result = diagnose(evidence_from_findings(findings), now=time.time())
+    values = command_values(postgres_dsn=os.environ.get("JOBRUNBOOK_POSTGRES_DSN"), health_urls=args.health_url,
+                            metrics_url=args.metrics_url)
+    result = diagnose(evidence_from_findings(findings, settings=values), now=time.time())
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

@@ -13,7 +13,7 @@ from typing import Any
 
 from jobrunbook.diagnosis.evidence import DurationStat, ErrorGroup, Evidence, Probe, parse_time
 
-__all__ = ["evidence_from_findings", "groups_from_aggregate", "gather_findings"]
+__all__ = ["evidence_from_findings", "groups_from_aggregate", "gather_findings", "command_values"]
 
 _PROBE_STATUS = {"ok": "ok", "degraded": "degraded", "down": "down", "timeout": "down"}
 
@@ -26,6 +26,23 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(f) else f
+
+
+def command_values(*, postgres_dsn: str | None = None, health_urls: list[str] | None = None,
+                   metrics_url: str | None = None, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Values for the recommended commands, never a secret: Postgres host and port, health and metrics URLs."""
+    from urllib.parse import urlsplit
+
+    values: dict[str, Any] = {"metrics_url": metrics_url or None,
+                              "health_url": (health_urls or [None])[0]}
+    if postgres_dsn:
+        try:
+            parts = urlsplit(postgres_dsn)
+            values.update(pg_host=parts.hostname, pg_port=parts.port)
+        except ValueError:
+            pass
+    values.update(names or {})
+    return values
 
 
 def groups_from_aggregate(records: list[dict[str, Any]]) -> list[ErrorGroup]:
