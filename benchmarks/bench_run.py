@@ -6,7 +6,6 @@
                 notebooks (imports, kernels, every source queried, report rendered)
     floor_warm  N trivial notebooks on N pre-started kernels (pool already warm)
     warm        execute_run on a warm KernelPool (the service's way), report included
-    warm+lib    the same, the pool's warm-up also importing jobrunbook's modules (a what-if)
 
 N = the number of section notebooks in --notebooks (default: notebooks/). The demo
 (scenario mixed, seed 1, its Prometheus when installed) is started once and every
@@ -88,11 +87,7 @@ def one_shot(demo, notebooks: Path, out: Path) -> tuple[float, dict]:
     return elapsed, json.loads((Path(report).parent / "status.json").read_text())
 
 
-# what-if: the pool's warm-up also imports the lib the sections call (not what the service does today)
-LIB_WARMUP = "import jobrunbook.sections, jobrunbook.sources, jobrunbook.charts, jobrunbook.findings, jobrunbook.run\n"
-
-
-def warm(demo, notebooks: Path, n: int, out: Path, repeat: int, warmup_lib: bool = False) -> list[tuple[float, dict]]:
+def warm(demo, notebooks: Path, n: int, out: Path, repeat: int) -> list[tuple[float, dict]]:
     from jobrunbook.kernels import WARMUP_CODE, KernelPool
     from jobrunbook.run import execute_run, params_from_alert
 
@@ -100,8 +95,8 @@ def warm(demo, notebooks: Path, n: int, out: Path, repeat: int, warmup_lib: bool
     settings, env = demo_settings(demo, out)
     params = params_from_alert(alert, **settings)
     results = []
-    warmup = WARMUP_CODE + (LIB_WARMUP if warmup_lib else "")
-    with KernelPool(size=n, parallel_starts=2, warmup_code=warmup) as pool:
+    # the service's warm-up: pandas, matplotlib and the lib the sections call, imported ahead
+    with KernelPool(size=n, parallel_starts=2, warmup_code=WARMUP_CODE) as pool:
         for _ in range(repeat):
             pool.wait_ready(n, timeout=120)  # the service's pool is full between alerts
             t = time.perf_counter()
@@ -145,7 +140,6 @@ def main(argv: list[str]) -> int:
             shots = [one_shot(demo, notebooks, out) for _ in range(args.repeat)]
             fw = min(floor_warm(n, floors) for _ in range(args.repeat))
             warms = warm(demo, notebooks, n, out, args.repeat)
-            libs = warm(demo, notebooks, n, out, args.repeat, warmup_lib=True)
         finally:
             demo.stop()
     os_, os_status = min(shots, key=lambda r: r[0])
@@ -159,12 +153,8 @@ def main(argv: list[str]) -> int:
     print(f"{'floor_warm':<12}{fw:9.2f}")
     print(f"{'warm':<12}{w:9.2f}{w / fw:8.2f}  <= 2x and < 4 s  "
           f"{'ok' if w / fw <= 2 and w < 4 else 'MISSED'}  (median {statistics.median(t for t, _ in warms):.2f}s)")
-    wl, wl_status = min(libs, key=lambda r: r[0])
-    print(f"{'warm+lib':<12}{wl:9.2f}{wl / fw:8.2f}  what-if: pool warm-up also imports jobrunbook's modules"
-          f"  (median {statistics.median(t for t, _ in libs):.2f}s)")
     print_sections("one-shot (best)", os_, os_status)
     print_sections("warm (best)", w, w_status)
-    print_sections("warm+lib (best)", wl, wl_status)
     print(f"bench wall time {time.perf_counter() - t_all:.0f}s")
     return 0
 
