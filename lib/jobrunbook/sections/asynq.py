@@ -1,0 +1,81 @@
+"""Section 02: failing task types, from asynq's Redis (runbook step 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobrunbook._exceptions import JobrunbookError
+from jobrunbook.sections._base import Context, Section, _finish, _unreachable
+
+
+def _task_timeouts(insp: Any, queues: list[str], *, sample: int = 100) -> dict[str, int]:
+    """Each failing task type's timeout (seconds) as its tasks carry it, from a first page of retry/archived."""
+    out: dict[str, int] = {}
+    for q in queues:
+        for state in ("retry", "archived"):
+            for t in insp.list_tasks(q, state, size=sample):
+                if t.timeout_seconds:
+                    out[t.type] = max(out.get(t.type, 0), int(t.timeout_seconds))
+    return out
+
+
+def failing_task_types(ctx: Context) -> Section:
+    """Runbook step 2: failed tasks (retry + archived) by queue, task type and error."""
+    import pandas as pd
+
+    from jobrunbook.asynq.connection import connect
+    from jobrunbook.asynq.inspector import Inspector
+    from jobrunbook.charts import daily_history_chart, failures_by_cause_chart, queue_depth_chart
+    from jobrunbook.diagnosis.causes import match_cause
+
+    if not ctx.redis_url:
+        return _finish(ctx, "02_asynq", Section("02_asynq", "No Redis URL configured (JOBRUNBOOK_REDIS_URL).",
+                                                status="degraded"))
+    try:
+        insp = Inspector(connect(ctx.redis_url, timeout=5))
+        queues = [insp.queue_info(q) for q in insp.queues()]
+        agg = insp.failures()
+        history = [insp.history(q.queue, days=7) for q in queues]
+        servers = insp.servers()
+        timeouts = _task_timeouts(insp, [q.queue for q in queues])
+    except JobrunbookError as exc:
+        return _finish(ctx, "02_asynq", _unreachable("02_asynq", "asynq's Redis", exc))
+    records = agg.to_records()
+    for r in records:
+        cause = match_cause(r["example_error"], r["fingerprint"])
+        r["cause"] = cause.key if cause else "unknown"
+    groups = pd.DataFrame(records, columns=["queue", "task_type", "cause", "count", "retry", "archived",
+                                            "fingerprint", "first_failed_at_iso", "last_failed_at_iso", "example_ids",
+                                            "example_error", "first_failed_at", "last_failed_at"])
+    counts = pd.DataFrame([q.to_dict() for q in queues])
+    state_cols = ["queue", "pending", "active", "scheduled", "retry", "archived", "completed", "paused",
+                  "processed_today", "failed_today"]
+    daily = pd.DataFrame([{"queue": h.queue, "date": d.date, "processed": d.processed, "failed": d.failed}
+                          for h in history for d in h.days])
+    charts = {}
+    if not groups.empty:
+        charts["failures_by_cause"] = failures_by_cause_chart(groups.groupby(["task_type", "cause"], as_index=False)["count"].sum())
+    if not counts.empty:
+        charts["queue_depth"] = queue_depth_chart(counts[["queue", "retry", "archived"]])
+    if not daily.empty:
+        charts["daily_history"] = daily_history_chart(daily)
+    total = int(groups["count"].sum()) if not groups.empty else 0
+    by_type = groups.groupby(["queue", "task_type"])["count"].sum().sort_values(ascending=False) if total else None
+    if total:
+        (q, t), n = next(iter(by_type.items()))
+        reading = (f"{total} failed task(s) in retry and archived across {len(by_type)} task type(s); "
+                   f"most: {t} on {q} ({n}), \"{groups.iloc[0]['example_error'][:90]}\".")
+    else:
+        reading = "No failed task in retry or archived."
+    if not agg.complete:
+        reading += f" Partial read: {agg.incomplete_reason}."
+    shown = groups[["queue", "task_type", "cause", "count", "retry", "archived", "last_failed_at_iso",
+                    "example_error"]].head(20).rename(columns={"last_failed_at_iso": "last failed"})
+    shown["example_error"] = shown["example_error"].str.slice(0, 140)
+    return _finish(ctx, "02_asynq", Section(
+        "02_asynq", reading, status="ok" if agg.complete else "degraded", table=shown,
+        tables={"queues": counts[[c for c in state_cols if c in counts.columns]].set_index("queue") if not counts.empty else counts},
+        charts=charts,
+        findings={"groups": records, "queues": counts, "history": daily, "servers": [s.to_dict() for s in servers],
+                  "anomalies": agg.anomalies, "tasks": agg.tasks, "timeouts": timeouts,
+                  "task_types": by_type.reset_index().to_dict("records") if total else []}))

@@ -1,0 +1,50 @@
+"""Section 05: the diagnosis from sections 00-04's findings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobrunbook.sections._base import Context, Section, _finish
+
+_SECTION_KEYS = {"00": "alert", "01": "logs", "02": "asynq", "03": "metrics", "04": "dependencies"}
+
+
+def _command_values(ctx: Context) -> dict[str, Any]:
+    from jobrunbook.diagnosis.gather import command_values
+
+    return command_values(postgres_dsn=ctx.postgres_dsn, health_urls=ctx.health_urls, metrics_url=ctx.metrics_url,
+                          names=ctx.names)
+
+
+def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -> Section:
+    """Rank the causes from sections 00-04's findings; the verdict the report opens with."""
+    import pandas as pd
+
+    from jobrunbook.diagnosis import diagnose
+    from jobrunbook.diagnosis.gather import evidence_from_findings
+    from jobrunbook.findings import read_findings
+
+    found = read_findings(ctx.run_dir)
+    by_key = {}
+    for name, doc in found.items():
+        key = _SECTION_KEYS.get(str(name)[:2])
+        if key:
+            by_key[key] = doc.get("data", doc) if isinstance(doc, dict) else {}
+    by_key.setdefault("alert", {"alert": ctx.alert})
+    d = diagnose(evidence_from_findings(by_key, settings={**_command_values(ctx), **(settings or {})}), now=ctx.now)
+    causes = [c for c in d.causes if c.failures or c.evidence]
+    table = pd.DataFrame([{"cause": c.title, "share": f"{c.share:.0%}", "failed tasks": c.failures,
+                           "confidence": f"{c.level} ({c.confidence:.2f})", "onset": c.onset,
+                           "task types": ", ".join(c.task_types[:4])} for c in causes])
+    report_causes = [{"name": c.title, "confidence": c.confidence, "share": c.share,
+                      "evidence": [f"{g['count']} × {g['queue']}/{g['task_type']}: {g['example_error'][:160]}" for g in c.groups[:3]]
+                      + c.evidence + [f"against: {x}" for x in c.contradictions],
+                      "actions": [{"title": a["title"] + (f" ({a['note']})" if a["note"] else ""),
+                                   "command": "\n".join(a["commands"])} for a in c.actions]}
+                     for c in causes]
+    findings = {"verdict": d.verdict, "severity": ctx.severity, "failure_ratio": d.failure_ratio,
+                "task_types": d.task_types, "causes": report_causes, "escalation": d.escalation,
+                "checklist": d.checklist, "incident_update": d.incident_update, "top_cause": d.top_cause,
+                "unexplained": d.unexplained, "diagnosis": d.to_dict()}
+    return _finish(ctx, "05_diagnosis", Section("05_diagnosis", d.verdict, table=table,
+                                                tables={"checklist": pd.DataFrame(d.checklist)}, findings=findings))

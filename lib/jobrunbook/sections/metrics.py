@@ -1,0 +1,53 @@
+"""Section 03: job metrics, from the worker and Prometheus (runbook step 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobrunbook.sections._base import Context, Section, _finish
+
+
+def job_metrics(ctx: Context) -> Section:
+    """Runbook step 3: failure ratio by task type, durations against the timeout, the ratio over time."""
+    from jobrunbook.charts import duration_chart, failure_ratio_chart
+    from jobrunbook.sources import collect_worker_metrics
+
+    charts: dict[str, Any] = {}
+    findings: dict[str, Any] = {}
+    readings = []
+    status = "ok"
+    table = None
+    if ctx.metrics_url:
+        r = collect_worker_metrics(ctx.metrics_url, task_timeout_s=ctx.task_timeout_s, timeout=5)
+        if r.reachable:
+            failure, durations = r.data["failure"], r.data["durations"]
+            table = failure["by_queue_task_type"].sort_values("ratio", ascending=False)
+            findings["failure"] = failure
+            findings["durations"] = durations
+            if not durations.empty:
+                charts["durations"] = duration_chart(durations.rename(columns={"p50_s": "p50", "p95_s": "p95", "p99_s": "p99"}),
+                                                     timeout_s=ctx.task_timeout_s)
+            worst = table.head(1).to_dict("records")
+            if worst:
+                readings.append(f"Worst: {worst[0]['task_type']} on {worst[0]['queue']} at {worst[0]['ratio']:.0%} failed "
+                                f"(overall {failure['overall']['ratio']:.0%}).")
+        else:
+            status = "degraded"
+            readings.append(f"Worker metrics unreachable: {r.message}.")
+            findings["error"] = r.message
+    if ctx.prometheus_url:
+        from jobrunbook.sources.prometheus import failure_ratio_by_task_type
+
+        p = failure_ratio_by_task_type(ctx.prometheus_url, starts_at=ctx.starts_at or None)
+        if p.reachable and p.data is not None:
+            series = p.data["series"].rename(columns={"timestamp": "time", "value": "failure_ratio"})
+            charts["failure_ratio"] = failure_ratio_chart(series, alert_start=ctx.starts_at or None)
+            findings["prometheus"] = {"summary": p.data["summary"], "query": p.data["query"]}
+        else:
+            readings.append(f"Prometheus: {p.message}.")
+            findings["prometheus_error"] = p.message
+    if not ctx.metrics_url and not ctx.prometheus_url:
+        status = "degraded"
+        readings.append("No metrics source configured (JOBRUNBOOK_METRICS_URL, JOBRUNBOOK_PROMETHEUS_URL).")
+    return _finish(ctx, "03_metrics", Section("03_metrics", " ".join(readings) or "Metrics read.", status=status,
+                                              table=table, charts=charts, findings=findings))
