@@ -25,7 +25,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
+from _redis import start_redis  # noqa: E402
 from jobrunbook.asynq import keys  # noqa: E402
 from jobrunbook.asynq.aggregate import BATCH_LUA, DEFAULT_BATCH  # noqa: E402
 from jobrunbook.asynq.messages import TaskMessage, encode_task  # noqa: E402
@@ -45,31 +45,6 @@ from jobrunbook.asynq.messages import TaskMessage, encode_task  # noqa: E402
 QUEUE = "default"
 BATCH = DEFAULT_BATCH
 TARGET_RATIO, TARGET_RSS_MB, TARGET_CALL_MS = 0.7, 100, 5.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("redis-server")
-    if not binary:
-        sys.exit("redis-server not on PATH (Debian package redis-server)")
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp), "--loglevel", "warning", "--slowlog-log-slower-than", "0",
-                             "--slowlog-max-len", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(500):
-        try:
-            client.ping()
-            return proc, port
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    proc.kill()
-    sys.exit("redis-server did not start")
 
 
 def _error(rng: random.Random) -> tuple[str, str]:
@@ -259,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     BATCH = args.batch
     counts = [int(x.replace("_", "")) for x in args.tasks.split(",") if x]
     tmp = Path(tempfile.mkdtemp(prefix="bench-redis-"))
-    proc, port = start_redis(tmp)
+    proc, port = start_redis(tmp, slowlog_max_len=100_000)
     results = []
     try:
         client = redis.Redis(port=port, socket_timeout=30)

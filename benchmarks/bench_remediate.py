@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +23,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
+from _redis import start_redis  # noqa: E402
 from jobrunbook.asynq import keys as K  # noqa: E402
 from jobrunbook.asynq.messages import TaskMessage, encode_task  # noqa: E402
 from jobrunbook.asynq.oneshot import run_all_oneshot  # noqa: E402
@@ -33,28 +32,6 @@ from jobrunbook.remediate_select import TaskFilter, select_tasks  # noqa: E402
 
 QUEUE = "default"
 TARGET_MS = 50.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(tmp: str) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", tmp, "--slowlog-log-slower-than", "0",
-                             "--slowlog-max-len", "1000000", "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(500):
-        try:
-            client.ping()
-            return proc, port
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    raise RuntimeError("redis-server did not start")
 
 
 def load_retry(client: redis.Redis, n: int) -> None:
