@@ -30,21 +30,26 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, just that subcommand's module is imported (a fast start)."""
     import importlib
 
     parser = argparse.ArgumentParser(prog="jobrunbook", description="The 'Job Failure Rate' runbook, executed.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
-        p.set_defaults(_func=mod.command)
+        if only is None or name == only:
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_func=mod.command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the first word that is not an option is the subcommand: import only its module
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(only=first if first in _COMMANDS else "").parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args._func
     try:
         return int(func(args) or 0)
