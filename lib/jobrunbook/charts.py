@@ -72,6 +72,13 @@ def _frame(data: Any, required: tuple[str, ...], what: str):
     return df
 
 
+def _figure(data: Any, required: tuple[str, ...], what: str):
+    """The checked frame, a new figure and its one axes: how every chart starts."""
+    df = _frame(data, required, what)
+    fig = ChartFigure(figsize=_SIZE, layout="constrained")
+    return df, fig, fig.add_subplot()
+
+
 def _empty(fig: Figure, ax, message: str) -> Figure:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#555")
     ax.set_xticks([])
@@ -84,9 +91,7 @@ def failure_ratio_chart(data: Any, *, alert_start: datetime | str | None = None,
     """Failure ratio over time, the warning and critical thresholds, and the alert's start."""
     import pandas as pd
 
-    df = _frame(data, ("time", "failure_ratio"), "failure_ratio_chart")
-    fig = ChartFigure(figsize=_SIZE, layout="constrained")
-    ax = fig.add_subplot()
+    df, fig, ax = _figure(data, ("time", "failure_ratio"), "failure_ratio_chart")
     if df.empty:
         return _empty(fig, ax, "no failure-ratio samples")
     df = df.assign(time=pd.to_datetime(df["time"], utc=True)).sort_values("time")
@@ -110,9 +115,7 @@ def failure_ratio_chart(data: Any, *, alert_start: datetime | str | None = None,
 
 def failures_by_cause_chart(data: Any, *, title: str = "Failures by task type and cause") -> Figure:
     """Horizontal bars per task type, stacked by cause."""
-    df = _frame(data, ("task_type", "cause", "count"), "failures_by_cause_chart")
-    fig = ChartFigure(figsize=_SIZE, layout="constrained")
-    ax = fig.add_subplot()
+    df, fig, ax = _figure(data, ("task_type", "cause", "count"), "failures_by_cause_chart")
     if df.empty:
         return _empty(fig, ax, "no failed task")
     table = df.pivot_table(index="task_type", columns="cause", values="count", aggfunc="sum", fill_value=0)
@@ -132,9 +135,7 @@ def queue_depth_chart(data: Any, *, title: str = "Retry and archived depth per q
     """Grouped bars: retry and archived task counts per queue."""
     import numpy as np
 
-    df = _frame(data, ("queue", "retry", "archived"), "queue_depth_chart")
-    fig = ChartFigure(figsize=_SIZE, layout="constrained")
-    ax = fig.add_subplot()
+    df, fig, ax = _figure(data, ("queue", "retry", "archived"), "queue_depth_chart")
     if df.empty:
         return _empty(fig, ax, "no queue")
     x = np.arange(len(df))
@@ -151,9 +152,7 @@ def daily_history_chart(data: Any, *, title: str = "Daily processed and failed (
     """Processed and failed per day, with the failed share on a second axis."""
     import pandas as pd
 
-    df = _frame(data, ("date", "processed", "failed"), "daily_history_chart")
-    fig = ChartFigure(figsize=_SIZE, layout="constrained")
-    ax = fig.add_subplot()
+    df, fig, ax = _figure(data, ("date", "processed", "failed"), "daily_history_chart")
     if df.empty:
         return _empty(fig, ax, "no daily counters")
     daily = df.assign(date=pd.to_datetime(df["date"])).groupby("date")[["processed", "failed"]].sum().sort_index()
@@ -176,9 +175,7 @@ def duration_chart(data: Any, *, timeout_s: float | None = None,
     """p50/p95/p99 per task type as bars, the timeout as a line (per type if a column, else one)."""
     import numpy as np
 
-    df = _frame(data, ("task_type", "p50", "p95", "p99"), "duration_chart")
-    fig = ChartFigure(figsize=_SIZE, layout="constrained")
-    ax = fig.add_subplot()
+    df, fig, ax = _figure(data, ("task_type", "p50", "p95", "p99"), "duration_chart")
     if df.empty:
         return _empty(fig, ax, "no duration samples")
     x = np.arange(len(df))
