@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -14,8 +13,8 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("JOBRUNBOOK_SHARED", ROOT.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
+# real captures, copied byte for byte from where they were recorded (tests/fixtures/README.md)
+FIXTURES = ROOT / "tests" / "fixtures"
 ASYNQ_FIXTURES = FIXTURES / "asynq"
 SNAPSHOTS = ["mixed", "dependency-down", "bad-deploy"]
 
@@ -92,7 +91,7 @@ def rclient(redis_server, redis_url):
 
 
 def load_fixture_snapshot(client: redis.Redis, name: str) -> None:
-    """Load ../shared/fixtures/asynq/NAME/redis.jsonl as the fixtures' README says."""
+    """Load tests/fixtures/asynq/NAME/redis.jsonl as the fixtures' README says."""
     from jobrunbook.asynq.snapshot import load_snapshot
 
     load_snapshot(client, ASYNQ_FIXTURES / name / "redis.jsonl")
