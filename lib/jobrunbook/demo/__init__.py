@@ -22,18 +22,18 @@ import os
 import random
 import sys
 import threading
-import time
 from pathlib import Path
 
 import redis
 
+from jobrunbook import clock
 from jobrunbook._exceptions import JobrunbookError
 from jobrunbook.demo.heartbeat import Heartbeater
 from jobrunbook.demo.logs import WorkerLog
 from jobrunbook.demo.metrics import DemoHTTPServer, WorkerMetrics
 from jobrunbook.demo.prometheus import DemoPrometheus, MetricsRecorder, find_binaries, start_prometheus
-from jobrunbook.demo.scenarios import SCENARIOS, Scenario, get_scenario
-from jobrunbook.demo.server import PrivateRedis, free_port, start_redis
+from jobrunbook.demo.scenarios import PG_ADDR, SCENARIOS, Scenario, get_scenario
+from jobrunbook.demo.server import PrivateRedis, RefusingPort, start_redis
 from jobrunbook.demo.worker import Timeline, Worker
 from jobrunbook.demo.writer import build_alert, iso, measure_truth, write_history
 
@@ -50,7 +50,7 @@ class Demo:
     def __init__(self, scenario: Scenario, seed: int, state_dir: Path, redis_server: PrivateRedis,
                  http: DemoHTTPServer, worker: Worker, log: WorkerLog, timeline: Timeline,
                  postgres_dsn: str, history: dict, prometheus: DemoPrometheus | None = None,
-                 prometheus_note: str | None = None) -> None:
+                 prometheus_note: str | None = None, refusing: RefusingPort | None = None) -> None:
         self.scenario = scenario
         self.seed = seed
         self.state_dir = state_dir
@@ -64,6 +64,7 @@ class Demo:
         self.history = history
         self.prometheus = prometheus
         self.prometheus_note = prometheus_note  # why there is no Prometheus, when there is none
+        self._refusing = refusing  # the down Postgres's port, held until stop()
         self.truth: dict = {}
         self.alert: dict = {}
         self._lock = threading.Lock()
@@ -94,6 +95,11 @@ class Demo:
         return self.prometheus.url if self.prometheus is not None else None
 
     @property
+    def postgres_addr(self) -> str:
+        """host:port of the Postgres the handlers dial (a refusing port when the scenario has it down)."""
+        return self.worker.pg_addr
+
+    @property
     def log_path(self) -> Path:
         return self.log.path
 
@@ -113,14 +119,14 @@ class Demo:
     def step(self, now: float | None = None) -> None:
         """Advance the worker to ``now`` (default: the clock) in one tick."""
         with self._lock:
-            self.worker.tick(time.time() if now is None else now)
+            self.worker.tick(clock.now() if now is None else now)
 
     def _run(self, tick_seconds: float) -> None:
         while not self._stop.wait(tick_seconds):
             try:
                 self.step()
             except Exception as exc:  # noqa: BLE001 (a live demo reports and keeps going)
-                self.log.app(time.time(), "error", "demo worker tick failed", error=str(exc))
+                self.log.app(clock.now(), "error", "demo worker tick failed", error=str(exc))
 
     def start_live(self, tick_seconds: float = 1.0) -> None:
         if self._thread is None:
@@ -137,7 +143,7 @@ class Demo:
             try:
                 self.worker.heartbeat.clear()
             except redis.RedisError as exc:
-                self.log.app(time.time(), "error", "clearing the server state failed", error=str(exc))
+                self.log.app(clock.now(), "error", "clearing the server state failed", error=str(exc))
 
     def stop(self) -> None:
         """Stop the worker, Prometheus, the HTTP server and the private Redis (idempotent)."""
@@ -150,6 +156,8 @@ class Demo:
         self.http.stop()
         self.log.close()
         self.redis.stop()
+        if self._refusing is not None:
+            self._refusing.close()
 
     def __enter__(self) -> Demo:
         return self
@@ -174,6 +182,7 @@ class Demo:
             "external_health_url": self.external_health_url,
             "log_path": str(self.log_path),
             "postgres_dsn": self.postgres_dsn,
+            "postgres_addr": self.postgres_addr,
             "alert_path": str(self.alert_path),
             "queues": ["critical", "default", "low"],
             "window_start": iso(self.timeline.start),
@@ -192,24 +201,39 @@ class Demo:
 def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = DEFAULT_STATE_DIR, *,
                now: float | None = None, live: bool = True, tick_seconds: float = 1.0,
                window_minutes: float = 30.0, onset_minutes: float = 12.0, rate_per_second: float = 0.8,
-               redis_binary: str | None = None, prometheus: bool = True) -> Demo:
+               redis_binary: str | None = None, prometheus: bool = True,
+               postgres_addr: str | None = None) -> Demo:
     """Stand up the incident ``scenario`` (a name in SCENARIOS), reproducible by ``seed``.
 
     ``now`` fixes the clock of the simulated history (same seed and now give
-    identical data); ``live=False`` leaves the worker still until ``step()``.
-    ``prometheus=False`` skips the demo's Prometheus (``demo.prometheus_url`` is
-    then None, as it is when the binaries are missing or it fails to start).
+    identical data; default: ``jobrunbook.clock.now()``); ``live=False`` leaves
+    the worker still until ``step()``. ``prometheus=False`` skips the demo's
+    Prometheus (``demo.prometheus_url`` is then None, as it is when the
+    binaries are missing or it fails to start). ``state_dir`` may be relative:
+    it is resolved here, so every path the demo records is absolute.
+
+    In a scenario where Postgres is down, the handlers dial a Postgres that
+    really refuses connections: a port the demo holds bound and never listens
+    on (``postgres_addr`` names another, e.g. to repeat a run byte for byte),
+    and ``demo.postgres_dsn`` points there, so the probe sees what the tasks saw.
+    Otherwise they dial the machine's Postgres on 127.0.0.1:5432.
     """
     sc = get_scenario(scenario)
-    state_dir = Path(state_dir)
+    state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    now = time.time() if now is None else float(now)
+    now = clock.now() if now is None else float(now)
     start = now - window_minutes * 60
     onset = now - onset_minutes * 60
     incident = onset_minutes * 60
     timeline = Timeline(start=start, onset=onset, crashes=[onset + f * incident for f in sc.crashes],
                         deploy_at=onset if "deployed" in sc.conditions else None)
     rng = random.Random(seed)
+    refusing = None
+    db_down = bool({"db_down", "db_down_partial"} & sc.conditions)
+    if db_down and postgres_addr is None:
+        refusing = RefusingPort()
+        postgres_addr = refusing.addr
+    pg_addr = postgres_addr or PG_ADDR
     redis_server = start_redis(state_dir / "redis", redis_binary)
     metrics = WorkerMetrics()
     log_path = state_dir / "worker.log"
@@ -221,8 +245,8 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
         client = redis_server.client()
         http = DemoHTTPServer(metrics, rate_limited=lambda: False).start()
         heartbeat = Heartbeater(client, rng=random.Random(seed + 3))
-        worker = Worker(client, sc, rng, timeline, log, metrics, rate_per_second, heartbeat)
-        http.rate_limited = lambda: worker.conditions(time.time()).rate_limited
+        worker = Worker(client, sc, rng, timeline, log, metrics, rate_per_second, heartbeat, pg_addr=pg_addr)
+        http.rate_limited = lambda: worker.conditions(clock.now()).rate_limited
         history = write_history(client, random.Random(seed + 2), start, rate_per_second)
         target = http.base_url.removeprefix("http://")
         worker.start(start, f"127.0.0.1:{redis_server.port}", target)
@@ -241,10 +265,9 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
                 note = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
         if note and prometheus:
             print(f"jobrunbook demo: no Prometheus: {note}", file=sys.stderr)
-        dsn = REAL_POSTGRES_DSN
-        if "db_down" in sc.conditions:
-            dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens there
-        demo = Demo(sc, seed, state_dir, redis_server, http, worker, log, timeline, dsn, history, prom, note)
+        dsn = f"postgresql://postgres@{pg_addr}/postgres" if db_down else REAL_POSTGRES_DSN
+        demo = Demo(sc, seed, state_dir, redis_server, http, worker, log, timeline, dsn, history, prom, note,
+                    refusing=refusing)
         demo.truth = {**sc.truth, "scenario": sc.name, "onset": iso(onset), "deploy_at": iso(timeline.deploy_at),
                       "measured": measure_truth(client, worker.failed_attempts)}
         demo.alert = build_alert(worker.attempts, sc, onset, now)
@@ -256,6 +279,8 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
             http.stop()
         log.close()
         redis_server.stop()
+        if refusing is not None:
+            refusing.close()
         raise
     if live:
         demo.start_live(tick_seconds)

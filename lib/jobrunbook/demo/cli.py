@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from jobrunbook._paths import absolute
 from jobrunbook.demo import DEFAULT_STATE_DIR, SCENARIOS, Demo, start_demo
 
 __all__ = ["add_arguments", "command", "render_summary"]
@@ -26,12 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which incident to stand up (default: mixed)")
     parser.add_argument("--seed", type=int, default=1, help="same seed, same task ids, payloads and errors")
     parser.add_argument("--once", action="store_true", help="write the incident, print the summary, stop")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+    parser.add_argument("--state-dir", type=absolute, default=DEFAULT_STATE_DIR,
                         help="where demo.json, alert.json and worker.log go (default: outputs/demo)")
-    parser.add_argument("--port-file", type=Path, default=None,
+    parser.add_argument("--port-file", type=absolute, default=None,
                         help="also write demo.json's content to this file (for scripts waiting on the demo)")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between live worker steps")
-    parser.add_argument("--notebooks", type=Path, default=Path(os.environ.get("JOBRUNBOOK_NOTEBOOKS", "notebooks")),
+    parser.add_argument("--notebooks", type=absolute, default=os.environ.get("JOBRUNBOOK_NOTEBOOKS", "notebooks"),
                         help="the section notebooks to run against the incident (default: ./notebooks)")
     parser.add_argument("--no-run", dest="run", action="store_false",
                         help="only stand up the incident; do not run the runbook against it")

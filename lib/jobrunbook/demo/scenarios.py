@@ -48,8 +48,7 @@ TASK_TYPES: dict[str, tuple[str, float, int, int, int]] = {
     "report:generate": ("low", 0.15, 2, 5, 3600),
 }
 
-PG_ADDR = "127.0.0.1:5432"
-_REFUSED = f"dial tcp {PG_ADDR}: connect: connection refused"
+PG_ADDR = "127.0.0.1:5432"  # the Postgres the handlers dial unless the demo names another (a down one)
 _DB_PREFIX = {
     "email:send": "lookup user: ",
     "webhook:deliver": "load signing secret: ",
@@ -105,7 +104,7 @@ def _truth(dominant: str, ranking: list[str], **extra) -> dict:
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("dependency-down", "Postgres (127.0.0.1:5432) refuses connections from the onset",
+    Scenario("dependency-down", "the Postgres the handlers dial refuses connections from the onset",
              {"dependency": 0.45, "validation": 0.02, "bad_data": 0.01},
              frozenset({"db_down"}), _truth("dependency", ["dependency"], dependency="postgres"),
              alert_target=("critical", "webhook:deliver")),
@@ -240,8 +239,9 @@ PANIC_ERRORS = {
 }
 
 
-def handle(rng: random.Random, task_type: str, payload: bytes, timeout: int, cond: Conditions) -> Outcome:
-    """Run the simulated handler of ``task_type`` on ``payload`` under ``cond``."""
+def handle(rng: random.Random, task_type: str, payload: bytes, timeout: int, cond: Conditions, *,
+           pg_addr: str = PG_ADDR) -> Outcome:
+    """Run the simulated handler of ``task_type`` on ``payload`` under ``cond``; its Postgres is ``pg_addr``."""
     lo, hi = _NORMAL_DURATION[task_type]
     duration = round(rng.uniform(lo, hi), 6)
     if cond.deployed and task_type == "payment:capture":
@@ -256,7 +256,7 @@ def handle(rng: random.Random, task_type: str, payload: bytes, timeout: int, con
         return Outcome(f"invalid payload: missing field {missing}: {SKIP_RETRY}", fast, skip_retry=True)
     uses_db = p.get("lookup") == "db" or p.get("ledger") == "postgres" or p.get("source") == "warehouse"
     if uses_db and (cond.db_down or (cond.db_down_partial and rng.random() < 0.95)):
-        return Outcome(_DB_PREFIX[task_type] + _REFUSED, fast)
+        return Outcome(f"{_DB_PREFIX[task_type]}dial tcp {pg_addr}: connect: connection refused", fast)
     if task_type == "payment:capture" and p.get("amount_cents", 0) < 0:
         return Outcome(f"capture order {p['order_id']}: invalid amount_cents {p['amount_cents']} "
                        f"for currency {p['currency']}", fast)

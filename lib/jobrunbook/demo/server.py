@@ -23,13 +23,36 @@ import redis
 
 from jobrunbook._exceptions import ConfigError, RedisUnavailable
 
-__all__ = ["PrivateRedis", "start_redis", "free_port"]
+__all__ = ["PrivateRedis", "start_redis", "free_port", "RefusingPort"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class RefusingPort:
+    """A port on 127.0.0.1 that refuses every connection for as long as this object holds it.
+
+    The socket is bound but never listens: the kernel answers a connect with a
+    reset ("connection refused", as from a database that is down), and no other
+    process can take the port meanwhile. ``close()`` gives it back.
+    """
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 class PrivateRedis:

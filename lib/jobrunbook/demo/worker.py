@@ -28,6 +28,7 @@ from jobrunbook.demo.logs import WorkerLog
 from jobrunbook.demo.metrics import WorkerMetrics
 from jobrunbook.demo.scenarios import (
     LEASE_EXPIRED,
+    PG_ADDR,
     QUEUES,
     TASK_TYPES,
     Conditions,
@@ -71,8 +72,9 @@ class _InFlight:
 class Worker:
     def __init__(self, client: redis.Redis, scenario: Scenario, rng: random.Random, timeline: Timeline,
                  log: WorkerLog, metrics: WorkerMetrics, rate_per_second: float = 0.8,
-                 heartbeat: Heartbeater | None = None) -> None:
+                 heartbeat: Heartbeater | None = None, pg_addr: str = PG_ADDR) -> None:
         self.client = client
+        self.pg_addr = pg_addr  # host:port of the Postgres the handlers dial
         self.scenario = scenario
         self.rng = rng
         self.timeline = timeline
@@ -259,7 +261,8 @@ class Worker:
                 msg = decode_task(data)
                 if msg is None:
                     continue
-                self.inflight[msg.id] = _InFlight(msg, now, handle(self.rng, msg.type, msg.payload, msg.timeout, cond))
+                self.inflight[msg.id] = _InFlight(msg, now, handle(self.rng, msg.type, msg.payload, msg.timeout, cond,
+                                                                          pg_addr=self.pg_addr))
         if self.inflight:
             by_queue: dict[str, list[str]] = {}
             for job in self.inflight.values():
