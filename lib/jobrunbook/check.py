@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import requests
 
 from jobrunbook._exceptions import ConfigError, JobrunbookError, redact_url
+from jobrunbook._paths import absolute
 from jobrunbook.config import CONFIG_ENV, ENV_NAMES, Config, Settings, load_config
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 
@@ -282,7 +283,7 @@ def format_lines(lines: list[CheckLine], *, config_path: str | None = None) -> s
 # ---------------------------------------------------------------- CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help=f"YAML config file (default ${CONFIG_ENV}, else none)")
+    p.add_argument("--config", metavar="FILE", type=absolute, help=f"YAML config file (default ${CONFIG_ENV}, else none)")
     p.add_argument("--label", metavar="K=V", action="append", default=None,
                    help="alert label, repeatable: check only the target these labels select")
     p.add_argument("--json", action="store_true", help="print the lines as JSON")

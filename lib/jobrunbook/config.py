@@ -222,6 +222,11 @@ def _coerce(name: str, value: Any, lines: Lines | None, path: tuple, *, from_env
         if isinstance(value, (int, float)) and not isinstance(value, bool) and name in ("namespace", "kube_context"):
             return str(value)
         raise _bad(f"{label} must be a string, not {type(value).__name__}", lines, path, f"{name}: \"...\"")
+    if name == "log_path" and value:
+        # a relative log file is relative to the config file that names it, or to where the user stands
+        from jobrunbook._paths import absolute
+
+        return str(absolute(value, Path(lines.path).resolve().parent if lines is not None else None))
     if name.endswith("_url") and value:
         schemes = ("redis", "rediss", "unix") if name == "redis_url" else ("http", "https")
         return _url(name, value, lines, path, schemes)
@@ -312,7 +317,7 @@ def _log_source_shorthand(raw: str, changes: dict) -> tuple[str, dict]:
     elif kind == "kubectl":
         changes["worker_deployment"] = rest.removeprefix("deployment/").removeprefix("deploy/")
     elif kind == "file":
-        changes["log_path"] = rest
+        changes["log_path"] = _coerce("log_path", rest, None, (), from_env=True)
     return kind, changes
 
 

@@ -22,6 +22,7 @@ import sys
 import time
 
 from jobrunbook._exceptions import ConfigError
+from jobrunbook._paths import absolute
 
 __all__ = ["add_arguments", "command", "DEFAULT_URL"]
 
@@ -36,7 +37,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="asynq's Redis (default $JOBRUNBOOK_REDIS_URL or redis://127.0.0.1:6379/0; "
                         "password via $JOBRUNBOOK_REDIS_PASSWORD)")
     p.add_argument("--queue", "-q", required=True, help="asynq queue")
-    p.add_argument("--run-dir", default=None, help="run directory for audit.jsonl and exports/ "
+    p.add_argument("--run-dir", type=absolute, default=None, help="run directory for audit.jsonl and exports/ "
                                                    "(default: a new outputs/manual-<UTC stamp>/)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 

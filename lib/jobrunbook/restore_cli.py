@@ -13,11 +13,13 @@ import json
 import os
 from pathlib import Path
 
+from jobrunbook._paths import absolute
+
 __all__ = ["add_arguments", "command"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("export", help="an export file, RUN_DIR/exports/*.jsonl")
+    parser.add_argument("export", type=absolute, help="an export file, RUN_DIR/exports/*.jsonl")
     parser.add_argument("--redis-url", default=None, help="default $JOBRUNBOOK_REDIS_URL or redis://127.0.0.1:6379/0")
     parser.add_argument("--force", action="store_true", help="overwrite a different task under the same id")
     parser.add_argument("--all", dest="everything", action="store_true",

@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+from jobrunbook._paths import absolute
 from jobrunbook.diagnosis.gather import command_values, evidence_from_findings, gather_findings
 from jobrunbook.diagnosis.rank import Diagnosis, diagnose
 
@@ -17,10 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-url", default=os.environ.get("JOBRUNBOOK_REDIS_URL"),
                    help="asynq's Redis (password from JOBRUNBOOK_REDIS_PASSWORD)")
     p.add_argument("--metrics-url", help="the worker's /metrics")
-    p.add_argument("--log-file", help="the worker's log file")
+    p.add_argument("--log-file", type=absolute, help="the worker's log file")
     p.add_argument("--health-url", action="append", default=[], help="an external API's health URL (repeatable)")
     p.add_argument("--alertmanager-url", help="Alertmanager, for related alerts")
-    p.add_argument("--alert", help="an Alertmanager webhook body (JSON file): severity and startsAt of the first alert")
+    p.add_argument("--alert", type=absolute, help="an Alertmanager webhook body (JSON file): severity and startsAt of the first alert")
     p.add_argument("--task-timeout", type=float, default=None, help="task timeout in seconds, for the duration check")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds each source may take")
     p.add_argument("--json", action="store_true", help="print JSON")

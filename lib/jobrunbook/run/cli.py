@@ -10,27 +10,32 @@ import time
 from pathlib import Path
 
 from jobrunbook._exceptions import ConfigError, NotFound
+from jobrunbook._paths import absolute, absolute_log_source
 
 __all__ = ["add_arguments", "command"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--alert", metavar="FILE", help="Alertmanager webhook body (version 4) or one alert, '-' = stdin")
+    src.add_argument("--alert", metavar="FILE", type=_alert_path, help="Alertmanager webhook body (version 4) or one alert, '-' = stdin")
     src.add_argument("--label", metavar="K=V", action="append", help="alert label, repeatable (alertname, queue, ...)")
     p.add_argument("--redis-url", default=os.environ.get("JOBRUNBOOK_REDIS_URL", ""),
                    help="asynq Redis (a password here is moved to the kernels' environment, never a parameter)")
     p.add_argument("--metrics-url", default=os.environ.get("JOBRUNBOOK_METRICS_URL", ""), help="worker /metrics")
     p.add_argument("--prometheus-url", default=os.environ.get("JOBRUNBOOK_PROMETHEUS_URL", ""))
-    p.add_argument("--log-source", default=os.environ.get("JOBRUNBOOK_LOG_SOURCE", ""),
+    p.add_argument("--log-source", type=absolute_log_source, default=os.environ.get("JOBRUNBOOK_LOG_SOURCE", ""),
                    help="worker logs: a file, docker:NAME or k8s:deployment/NAME")
-    p.add_argument("--notebooks", default="notebooks", help="directory of NN_<section>.ipynb (default notebooks)")
-    p.add_argument("--outputs", default="outputs", help="where run directories go (default outputs)")
+    p.add_argument("--notebooks", type=absolute, default="notebooks", help="directory of NN_<section>.ipynb (default notebooks)")
+    p.add_argument("--outputs", type=absolute, default="outputs", help="where run directories go (default outputs)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per section (default 300)")
     p.add_argument("--parallel", type=int, default=None, help="sections 01-04 at once (default: cores, max 4)")
     p.add_argument("--warm", type=int, default=0, metavar="N",
                    help="run on a pool of N pre-started kernels (what the service does); 0 = fresh kernel each")
     p.add_argument("--all", action="store_true", help="with --alert: every firing alert, not only the first")
+
+
+def _alert_path(text: str) -> str:
+    return text if text == "-" else str(absolute(text))
 
 
 def print_progress(out):
@@ -52,7 +57,7 @@ def command(args: argparse.Namespace) -> int:
 
     settings = {"redis_url": args.redis_url, "metrics_url": args.metrics_url,
                 "prometheus_url": args.prometheus_url, "log_source": args.log_source,
-                "notebooks_dir": args.notebooks, "outputs_dir": args.outputs}
+                "notebooks_dir": str(args.notebooks), "outputs_dir": str(args.outputs)}
     if args.alert:
         try:
             raw = sys.stdin.read() if args.alert == "-" else Path(args.alert).read_text(encoding="utf-8")

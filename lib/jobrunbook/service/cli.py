@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobrunbook._exceptions import ConfigError, redact_url
+from jobrunbook._paths import absolute, absolute_log_source
 
 __all__ = ["add_arguments", "command", "build_service"]
 
@@ -28,15 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     env = os.environ.get
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=9095, help="port (default 9095; 0 = a free one, see --port-file)")
-    p.add_argument("--port-file", type=Path, default=None, help="write the bound port here once listening")
-    p.add_argument("--outputs", default="outputs", help="run directories, index.html and the queue's SQLite file")
-    p.add_argument("--notebooks", default="notebooks", help="directory of NN_<section>.ipynb")
+    p.add_argument("--port-file", type=absolute, default=None, help="write the bound port here once listening")
+    p.add_argument("--outputs", type=absolute, default="outputs", help="run directories, index.html and the queue's SQLite file")
+    p.add_argument("--notebooks", type=absolute, default="notebooks", help="directory of NN_<section>.ipynb")
     p.add_argument("--redis-url", default=env("JOBRUNBOOK_REDIS_URL", "redis://127.0.0.1:6379/0"),
                    help="asynq Redis, without password (use $JOBRUNBOOK_REDIS_PASSWORD)")
     p.add_argument("--metrics-url", default=env("JOBRUNBOOK_METRICS_URL", ""), help="worker /metrics")
     p.add_argument("--prometheus-url", default=env("JOBRUNBOOK_PROMETHEUS_URL", ""),
                    help="Prometheus base URL (runs, and the failure ratio when a run is resolved)")
-    p.add_argument("--log-source", default=env("JOBRUNBOOK_LOG_SOURCE", ""),
+    p.add_argument("--log-source", type=absolute_log_source, default=env("JOBRUNBOOK_LOG_SOURCE", ""),
                    help="worker logs: a file, docker:NAME or k8s:deployment/NAME")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per section (default 300)")
     p.add_argument("--parallel", type=int, default=None, help="sections 01-04 at once within a run")
