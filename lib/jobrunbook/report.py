@@ -199,13 +199,15 @@ def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | Non
                 f"{type(exc).__name__}: {exc}")
         elapsed = st.get("elapsed_s")
         sections.append({"section": name, "state": st.get("state", UNKNOWN), "error": st.get("error"),
+                         "degraded": st.get("degraded"),
                          "elapsed": f"{elapsed:.1f} s" if isinstance(elapsed, int | float) else "", "body": body})
-    failed = [s for s in sections if s["state"] not in ("ok",)]
+    failed = [s for s in sections if s["state"] not in ("ok", "degraded")]
+    degraded = [s for s in sections if s["state"] == "degraded"]
     shown = "".join(str(s["body"]) for s in sections)
     charts = [{"name": p.stem, "uri": uri} for p in sorted((run_dir / "charts").glob("*.png"))
               if (uri := _data_uri(p)).split(",", 1)[1] not in shown]  # figures no section displayed
     page = _env().get_template("report.html.j2").render(
-        v=v, status=status, sections=sections, failed=failed, charts=charts, css=Markup(_css()),
+        v=v, status=status, sections=sections, failed=failed, degraded=degraded, charts=charts, css=Markup(_css()),
         generated=_now_text())
     out = run_dir / "report.html"
     tmp = out.with_suffix(".html.tmp")

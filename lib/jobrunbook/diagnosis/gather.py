@@ -36,11 +36,19 @@ def command_values(*, postgres_dsn: str | None = None, health_urls: list[str] | 
     values: dict[str, Any] = {"metrics_url": metrics_url or None,
                               "health_url": (health_urls or [None])[0]}
     if postgres_dsn:
+        # a URL or libpq's key=value form; only host and port are kept (never the password)
         try:
-            parts = urlsplit(postgres_dsn)
-            values.update(pg_host=parts.hostname, pg_port=parts.port)
-        except ValueError:
-            pass
+            from psycopg.conninfo import conninfo_to_dict
+
+            params = conninfo_to_dict(postgres_dsn)
+            host = str(params.get("host") or "").split(",")[0] or None
+            values.update(pg_host=host, pg_port=str(params.get("port") or "5432").split(",")[0] if host else None)
+        except Exception:  # noqa: BLE001 - an unparsable DSN leaves the commands without a host
+            try:
+                parts = urlsplit(postgres_dsn)
+                values.update(pg_host=parts.hostname, pg_port=parts.port)
+            except ValueError:
+                pass
     values.update(names or {})
     return values
 
@@ -86,6 +94,8 @@ def evidence_from_findings(findings: dict[str, dict[str, Any]], *, settings: dic
             ev.unavailable[section] = "section did not run"
         elif f.get("status") not in ("ok", "degraded", None):
             ev.unavailable[section] = str(f.get("message") or f.get("status"))
+        elif f.get("status") == "degraded" and f.get("error"):  # the section ran, its source did not answer
+            ev.unavailable[section] = str(f.get("degraded") or f.get("error"))[:300]
 
     asynq = findings.get("asynq") or {}
     ev.groups = groups_from_aggregate(asynq.get("groups") or [])

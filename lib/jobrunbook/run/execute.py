@@ -35,21 +35,24 @@ from jobrunbook.run.rundir import (
     write_status,
 )
 
-__all__ = ["Run", "SectionResult", "execute_run", "plan_stages", "set_run_state", "DEFAULT_TIMEOUT"]
+__all__ = ["Run", "SectionResult", "execute_run", "plan_stages", "set_run_state", "DEFAULT_TIMEOUT", "COMPLETED"]
 
 DEFAULT_TIMEOUT = 300.0
+COMPLETED = ("ok", "degraded")  # section states of a notebook that ran to its end
 ProgressFn = Callable[[str, str, float], None]
 
 
 @dataclasses.dataclass
 class SectionResult:
     section: str  # "02_asynq"
-    state: str  # pending | running | ok | failed | timeout
+    state: str  # pending | running | ok | degraded | failed | timeout
+    # why degraded: the section ran but a source was unreachable or partial (its findings' message)
     notebook: Path  # the executed notebook in the run directory
     started_at: str | None = None
     ended_at: str | None = None
     elapsed_s: float | None = None
     error: str | None = None
+    degraded: str | None = None
 
     def as_status(self, run_dir: Path) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -72,7 +75,7 @@ class Run:
 
     @property
     def failed_sections(self) -> list[str]:
-        return [s for s, r in self.sections.items() if r.state not in ("ok",)]
+        return [s for s, r in self.sections.items() if r.state not in COMPLETED]
 
     @property
     def headline(self) -> str:
@@ -232,6 +235,8 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
         res.ended_at, res.elapsed_s = _now(clock), round(time.monotonic() - t, 3)
         if state != "ok":
             _record_failure(run_dir, name, state, error)
+        else:
+            res.state, res.degraded = _finding_state(run_dir, name)
         save_status()
         if on_progress:
             on_progress(name, state, res.elapsed_s)
@@ -256,7 +261,7 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
 
     findings = read_findings(run_dir)
     verdict = summarize_verdict(findings)
-    failed = [n for n, r in results.items() if r.state != "ok"]
+    failed = [n for n, r in results.items() if r.state not in COMPLETED]
     status.update(state="failed" if failed else "done", failed_sections=failed, ended_at=_now(clock),
                   duration_s=round(time.monotonic() - t0, 3), verdict=verdict.get("verdict"))
     report: Path | None = None
@@ -266,6 +271,15 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
     return Run(run_id=run_id, run_dir=run_dir, params=params, state=status["state"], sections=results,
                verdict=verdict, report=report, started_at=status["started_at"], ended_at=status["ended_at"],
                duration_s=status["duration_s"])
+
+
+def _finding_state(run_dir: Path, name: str) -> tuple[str, str | None]:
+    """A notebook that ran to the end is ``ok``, or ``degraded`` when its findings say a source failed."""
+    doc = read_findings(run_dir).get(name)
+    if doc is not None and doc.get("status") in ("degraded", "failed"):
+        data = doc.get("data") or {}
+        return "degraded", str(data.get("degraded") or data.get("message") or "a source was unreachable")[:500]
+    return "ok", None
 
 
 def _record_failure(run_dir: Path, name: str, state: str, error: str | None) -> None:

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 RUN_STATES = ("queued", "running", "done", "failed", "resolved")
-SECTION_STATES = ("pending", "running", "ok", "failed", "timeout", "skipped")
+SECTION_STATES = ("pending", "running", "ok", "degraded", "failed", "timeout", "skipped")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _NOTEBOOK = re.compile(r"^(\d\d)_([A-Za-z0-9_]+)\.ipynb$")
 

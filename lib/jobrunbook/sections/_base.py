@@ -11,7 +11,7 @@ from typing import Any
 
 from jobrunbook.findings import RUN_DIR_ENV, write_findings
 
-__all__ = ["Context", "Section", "context"]
+__all__ = ["Context", "Section", "context", "gap"]
 
 
 @dataclass
@@ -60,6 +60,9 @@ class Section:
     charts: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
     commands: list[str] = field(default_factory=list)  # exact commands, shown as one code block
     findings: dict[str, Any] = field(default_factory=dict)
+    # sources this section could not read (or read only in part), each with how to check it: the section
+    # is then ``degraded`` in status.json and the report, whatever else it found
+    gaps: list[str] = field(default_factory=list)
 
     def _repr_markdown_(self) -> str:
         return f"**{self.reading}**"
@@ -169,13 +172,24 @@ def _finish(ctx: Context, section: str, out: Section) -> Section:
     """Write the findings and the charts of a section; return it for display."""
     from jobrunbook.charts import save_chart
 
+    if out.gaps and out.status == "ok":
+        out.status = "degraded"
     data = {"status": out.status, "message": out.reading, **out.findings}
+    if out.status == "degraded":
+        data["degraded"] = "; ".join(out.gaps) or out.reading
     write_findings(section, data, ctx.run_dir, status=out.status)
     for name, fig in out.charts.items():
         save_chart(fig, ctx.run_dir, name)
     return out
 
 
-def _unreachable(section: str, what: str, exc: Exception | str) -> Section:
-    text = str(exc)
-    return Section(section, f"{what} unreachable: {text}", status="degraded", findings={"error": text})
+def gap(what: str, message: str, hint: str | None = None) -> str:
+    """One source this section could not read, said with how to check it."""
+    return f"{what}: {message}" + (f" (check: {hint})" if hint else "")
+
+
+def _unreachable(section: str, what: str, exc: Exception | str, hint: str | None = None) -> Section:
+    text = getattr(exc, "message", None) or str(exc)
+    hint = hint or getattr(exc, "hint", None)
+    return Section(section, f"{what} unreachable: {text}", status="degraded", findings={"error": text},
+                   gaps=[gap(f"{what} unreachable", text, hint)])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobrunbook._exceptions import redact_url
-from jobrunbook.sections._base import Context, Section, _finish
+from jobrunbook.sections._base import Context, Section, _finish, gap
 
 
 def assess_alert(ctx: Context) -> Section:
@@ -16,6 +16,7 @@ def assess_alert(ctx: Context) -> Section:
     start = parse_time(ctx.starts_at)
     ratio, ratio_source = None, "unknown"
     rows = []
+    gaps: list[str] = []
     if ctx.metrics_url:
         from jobrunbook.sources import collect_worker_metrics
 
@@ -27,6 +28,8 @@ def assess_alert(ctx: Context) -> Section:
             if not mine.empty:
                 ratio = float(mine["failed"].sum() / max(1, mine["processed"].sum()))
                 ratio_source = "worker /metrics (since the worker started)"
+        else:
+            gaps.append(gap("worker metrics unreachable", r.message, r.hint))
     if ctx.prometheus_url:
         from jobrunbook.sources.prometheus import failure_ratio_by_task_type
 
@@ -37,6 +40,11 @@ def assess_alert(ctx: Context) -> Section:
             row = summary[summary["task_type"] == ctx.task_type] if ctx.task_type else summary
             if not row.empty:
                 ratio, ratio_source = float(row["last"].iloc[0]), "Prometheus, rate over 5 min"
+        elif not p.reachable:
+            gaps.append(gap("Prometheus unreachable", p.message, p.hint))
+    if not ctx.metrics_url and not ctx.prometheus_url:
+        gaps.append(gap("no metrics source configured", "the failure rate now could not be read",
+                        "export JOBRUNBOOK_PROMETHEUS_URL=http://prometheus:9090"))
     threshold = 0.25 if ctx.severity == "critical" else 0.10
     esc = escalation(ctx.severity, start, ctx.now)
     rows = [
@@ -54,7 +62,7 @@ def assess_alert(ctx: Context) -> Section:
         state = "above" if ratio > threshold else "below"
         reading = (f"{ratio:.1%} of {ctx.task_type or 'jobs'} on {ctx.queue} fail now, {state} the "
                    f"{threshold:.0%} {ctx.severity} threshold; escalate {esc['deadline_relative']}.")
-    return _finish(ctx, "00_alert", Section("00_alert", reading, table=table, findings={
+    return _finish(ctx, "00_alert", Section("00_alert", reading, table=table, gaps=gaps, findings={
         "alert": ctx.alert, "failure_ratio": ratio, "failure_ratio_source": ratio_source,
         "threshold": threshold, "escalation": esc, "severity": ctx.severity,
         "sources": {"redis": redact_url(ctx.redis_url), "metrics": ctx.metrics_url, "prometheus": ctx.prometheus_url,

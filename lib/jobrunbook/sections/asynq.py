@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobrunbook._exceptions import JobrunbookError
-from jobrunbook.sections._base import Context, Section, _finish, _unreachable
+from jobrunbook.sections._base import Context, Section, _finish, _unreachable, gap
 
 
 def _task_timeouts(insp: Any, queues: list[str], *, sample: int = 100) -> dict[str, int]:
@@ -30,7 +30,8 @@ def failing_task_types(ctx: Context) -> Section:
 
     if not ctx.redis_url:
         return _finish(ctx, "02_asynq", Section("02_asynq", "No Redis URL configured (JOBRUNBOOK_REDIS_URL).",
-                                                status="degraded"))
+                                                gaps=[gap("no Redis configured", "asynq's tasks were not read",
+                                                          "export JOBRUNBOOK_REDIS_URL=redis://HOST:6379/0")]))
     try:
         insp = Inspector(connect(ctx.redis_url, timeout=5))
         queues = [insp.queue_info(q) for q in insp.queues()]
@@ -73,7 +74,9 @@ def failing_task_types(ctx: Context) -> Section:
                     "example_error"]].head(20).rename(columns={"last_failed_at_iso": "last failed"})
     shown["example_error"] = shown["example_error"].str.slice(0, 140)
     return _finish(ctx, "02_asynq", Section(
-        "02_asynq", reading, status="ok" if agg.complete else "degraded", table=shown,
+        "02_asynq", reading, table=shown,
+        gaps=[] if agg.complete else [gap("asynq's Redis read in part", str(agg.incomplete_reason),
+                                          f"jobrunbook inspect --redis-url {ctx.redis_url}")],
         tables={"queues": counts[[c for c in state_cols if c in counts.columns]].set_index("queue") if not counts.empty else counts},
         charts=charts,
         findings={"groups": records, "queues": counts, "history": daily, "servers": [s.to_dict() for s in servers],

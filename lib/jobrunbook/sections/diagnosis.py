@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobrunbook.sections._base import Context, Section, _finish
+from jobrunbook.sections._base import Context, Section, _finish, gap
 
 _SECTION_KEYS = {"00": "alert", "01": "logs", "02": "asynq", "03": "metrics", "04": "dependencies"}
 
@@ -46,5 +46,6 @@ def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -
                 "task_types": d.task_types, "causes": report_causes, "escalation": d.escalation,
                 "checklist": d.checklist, "incident_update": d.incident_update, "top_cause": d.top_cause,
                 "unexplained": d.unexplained, "diagnosis": d.to_dict()}
-    return _finish(ctx, "05_diagnosis", Section("05_diagnosis", d.verdict, table=table,
+    gaps = [gap(f"made without {name}", why) for name, why in sorted(d.unavailable.items())]
+    return _finish(ctx, "05_diagnosis", Section("05_diagnosis", d.verdict, table=table, gaps=gaps,
                                                 tables={"checklist": pd.DataFrame(d.checklist)}, findings=findings))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobrunbook.sections._base import Context, Section, _finish, _unreachable
+from jobrunbook.sections._base import Context, Section, _finish, _unreachable, gap
 
 
 def _log_args(source: str) -> dict[str, Any]:
@@ -24,10 +24,11 @@ def read_worker_logs(ctx: Context, *, since: str = "1h") -> Section:
 
     if not ctx.log_source:
         return _finish(ctx, "01_logs", Section("01_logs", "No log source configured (JOBRUNBOOK_LOG_SOURCE).",
-                                               status="degraded"))
+                                               gaps=[gap("no log source configured", "the worker's logs were not read",
+                                                         "export JOBRUNBOOK_LOG_SOURCE=docker")]))
     r = collect_worker_logs(since=since, **_log_args(ctx.log_source))
     if not r.reachable:
-        return _finish(ctx, "01_logs", _unreachable("01_logs", "worker log", r.message))
+        return _finish(ctx, "01_logs", _unreachable("01_logs", "worker log", r.message, r.hint))
     groups = r.data["groups"]
     cols = [c for c in ("task_type", "count", "example", "last_seen") if c in groups.columns]
     top = groups.head(1).to_dict("records")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobrunbook.sections._base import Context, Section, _finish
+from jobrunbook.sections._base import Context, Section, _finish, gap
 
 
 def job_metrics(ctx: Context) -> Section:
@@ -15,7 +15,7 @@ def job_metrics(ctx: Context) -> Section:
     charts: dict[str, Any] = {}
     findings: dict[str, Any] = {}
     readings = []
-    status = "ok"
+    gaps: list[str] = []
     table = None
     if ctx.metrics_url:
         r = collect_worker_metrics(ctx.metrics_url, task_timeout_s=ctx.task_timeout_s, timeout=5)
@@ -32,8 +32,8 @@ def job_metrics(ctx: Context) -> Section:
                 readings.append(f"Worst: {worst[0]['task_type']} on {worst[0]['queue']} at {worst[0]['ratio']:.0%} failed "
                                 f"(overall {failure['overall']['ratio']:.0%}).")
         else:
-            status = "degraded"
             readings.append(f"Worker metrics unreachable: {r.message}.")
+            gaps.append(gap("worker metrics unreachable", r.message, r.hint))
             findings["error"] = r.message
     if ctx.prometheus_url:
         from jobrunbook.sources.prometheus import failure_ratio_by_task_type
@@ -45,9 +45,11 @@ def job_metrics(ctx: Context) -> Section:
             findings["prometheus"] = {"summary": p.data["summary"], "query": p.data["query"]}
         else:
             readings.append(f"Prometheus: {p.message}.")
+            gaps.append(gap("Prometheus", p.message, p.hint))
             findings["prometheus_error"] = p.message
     if not ctx.metrics_url and not ctx.prometheus_url:
-        status = "degraded"
         readings.append("No metrics source configured (JOBRUNBOOK_METRICS_URL, JOBRUNBOOK_PROMETHEUS_URL).")
-    return _finish(ctx, "03_metrics", Section("03_metrics", " ".join(readings) or "Metrics read.", status=status,
+        gaps.append(gap("no metrics source configured", "neither the worker's /metrics nor Prometheus",
+                        "export JOBRUNBOOK_METRICS_URL=http://worker:8080/metrics"))
+    return _finish(ctx, "03_metrics", Section("03_metrics", " ".join(readings) or "Metrics read.", gaps=gaps,
                                               table=table, charts=charts, findings=findings))

@@ -6,7 +6,7 @@ from jobrunbook._exceptions import JobrunbookError
 from jobrunbook.sections._base import Context, Section, _finish, _unreachable
 
 
-def remediation_plan(ctx: Context, *, max_plans: int = 4) -> Section:
+def remediation_plan(ctx: Context, *, max_plans: int = 8) -> Section:
     """What the recommended actions would change, as dry runs, with the exact command to act."""
     import shlex
 
@@ -21,8 +21,10 @@ def remediation_plan(ctx: Context, *, max_plans: int = 4) -> Section:
     for name, doc in read_findings(ctx.run_dir).items():
         if str(name).startswith("05"):
             diag = (doc.get("data", doc) if isinstance(doc, dict) else {}).get("diagnosis") or {}
-    commands = [cmd for c in diag.get("causes", []) for a in c.get("actions", []) if a.get("changes_state")
-                for cmd in a.get("commands", []) if cmd.startswith("jobrunbook remediate ")][:max_plans]
+    # (cause, command): the ranked causes' remediations, the top cause's first
+    commands = [(c.get("key", ""), cmd) for c in diag.get("causes", []) for a in c.get("actions", [])
+                if a.get("changes_state") for cmd in a.get("commands", [])
+                if cmd.startswith("jobrunbook remediate ")][:max_plans]
     if not commands:
         return _finish(ctx, "06_remediation", Section("06_remediation", "No remediation to plan: no action changes tasks."))
     try:
@@ -30,7 +32,7 @@ def remediation_plan(ctx: Context, *, max_plans: int = 4) -> Section:
     except JobrunbookError as exc:
         return _finish(ctx, "06_remediation", _unreachable("06_remediation", "asynq's Redis", exc))
     rows = []
-    for cmd in commands:
+    for cause, cmd in commands:
         words = shlex.split(cmd)
         action = words[2]
         opts = {w[2:]: words[i + 1] for i, w in enumerate(words) if w.startswith("--") and i + 1 < len(words)}
@@ -39,13 +41,15 @@ def remediation_plan(ctx: Context, *, max_plans: int = 4) -> Section:
                              fingerprint=opts.get("fingerprint"))
             plan = plan_remediation(client, action, flt, run_dir=ctx.run_dir, command=cmd + " (planned by 06)")
             warn = (plan.eviction or {}).get("message", "")
-            rows.append({"action": action, "queue": flt.queue, "state": flt.state, "task type": flt.task_type,
+            rows.append({"cause": cause, "action": action, "queue": flt.queue, "state": flt.state,
+                         "task type": flt.task_type, "fingerprint": flt.fingerprint,
                          "tasks": plan.count, "batches": plan.batches, "warning": warn,
                          "to act": f"{cmd} --confirm {plan.count}" if plan.count else "nothing matches now",
                          "asynq CLI": "; ".join(plan.asynq_commands(limit=2))})
         except JobrunbookError as exc:
-            rows.append({"action": action, "queue": opts.get("queue"), "state": opts.get("state"),
-                         "task type": opts.get("type"), "tasks": 0, "batches": 0, "warning": str(exc),
+            rows.append({"cause": cause, "action": action, "queue": opts.get("queue"), "state": opts.get("state"),
+                         "task type": opts.get("type"), "fingerprint": opts.get("fingerprint"),
+                         "tasks": 0, "batches": 0, "warning": str(exc),
                          "to act": "", "asynq CLI": ""})
     table = pd.DataFrame(rows)
     n = int(table["tasks"].sum())
@@ -53,5 +57,5 @@ def remediation_plan(ctx: Context, *, max_plans: int = 4) -> Section:
     reading = (f"{len(rows)} dry run(s): {n} task(s) would change. Nothing was changed; act with the command "
                f"shown, which exports first and asks for the count again.")
     return _finish(ctx, "06_remediation", Section("06_remediation", reading, commands=to_act,
-                                                  table=table.drop(columns=["to act", "asynq CLI"]),
+                                                  table=table.drop(columns=["to act", "asynq CLI", "fingerprint"]),
                                                   findings={"plans": rows}))
