@@ -11,10 +11,11 @@ exports what it touches first and is a dry run until confirmed.
 from __future__ import annotations
 
 import shlex
+import string
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Action", "ACTIONS", "render_actions", "check_asynq_command", "ASYNQ_STATES"]
+__all__ = ["Action", "ACTIONS", "NEEDS", "render_actions", "check_asynq_command", "ASYNQ_STATES"]
 
 # asynq CLI (tools/asynq/cmd/task.go): subcommand -> (required flags, states allowed for --state)
 ASYNQ_STATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -63,6 +64,9 @@ class Action:
     commands: tuple[str, ...] = ()  # templates; {placeholders} filled by render_actions
     note: str = ""
     changes_state: bool = False  # True for commands that act on the queue
+    # the task state a per-group remediation acts on: rendered once per error group of the cause
+    # that has tasks in this state, and left out when none has
+    state: str = ""
 
 
 _Q = "--queue={queue}"
@@ -80,19 +84,19 @@ ACTIONS: dict[str, Action] = {a.key: a for a in (
            note="The same record ids fail again and again: see the example errors."),
     Action("delete_archived", "Once the enqueuer is fixed, remove these archived tasks (exported first, dry run first)",
            ("jobrunbook remediate delete --redis-url \"$REDIS_URL\" --queue {queue_q} --state archived"
-            " --type {task_type_q} --fingerprint {fingerprint_q}",), changes_state=True),
+            " --type {task_type_q} --fingerprint {fingerprint_q}",), changes_state=True, state="archived"),
     Action("archive_bad", "Stop retrying the tasks that cannot succeed (exported first, dry run first)",
            ("jobrunbook remediate archive --redis-url \"$REDIS_URL\" --queue {queue_q} --state retry"
-            " --type {task_type_q} --fingerprint {fingerprint_q}",), changes_state=True),
+            " --type {task_type_q} --fingerprint {fingerprint_q}",), changes_state=True, state="retry"),
     Action("rerun_retry", "After the fix, re-run the tasks waiting in retry (dry run first)",
            ("jobrunbook remediate run --redis-url \"$REDIS_URL\" --queue {queue_q} --state retry"
             " --type {task_type_q} --fingerprint {fingerprint_q}",
-            f"asynq task runall {_Q} --state=retry"), changes_state=True,
+            f"asynq task runall {_Q} --state=retry"), changes_state=True, state="retry",
            note="The asynq CLI re-runs every retry task of the queue; jobrunbook re-runs only these."),
     Action("rerun_archived", "After the fix, re-run the archived ones too (dry run first)",
            ("jobrunbook remediate run --redis-url \"$REDIS_URL\" --queue {queue_q} --state archived"
             " --type {task_type_q} --fingerprint {fingerprint_q}",
-            f"asynq task runall {_Q} --state=archived"), changes_state=True),
+            f"asynq task runall {_Q} --state=archived"), changes_state=True, state="archived"),
     Action("rollout_history", "See what was deployed and when",
            ("kubectl rollout history deployment/{deployment} -n {namespace}",
             "docker inspect {container} --format '{{{{.Created}}}} {{{{.Config.Image}}}}'")),
@@ -131,42 +135,105 @@ ACTIONS: dict[str, Action] = {a.key: a for a in (
 )}
 
 
+# values a command cannot do without, and how to configure each: a command missing one is left out
+# (never filled with a placeholder host), and the action says how to get it
+NEEDS: dict[str, str] = {
+    "health_url": "set JOBRUNBOOK_HEALTH_URLS (name=url) to the health URL of the API these tasks call",
+    "pg_host": "set JOBRUNBOOK_POSTGRES_DSN to the Postgres the worker uses",
+    "pg_port": "set JOBRUNBOOK_POSTGRES_DSN to the Postgres the worker uses",
+    "metrics_url": "set JOBRUNBOOK_METRICS_URL to the worker's /metrics",
+    "task_id": "",
+}
+
+
 def _placeholders(values: dict[str, Any]) -> dict[str, str]:
-    v = {
-        "queue": "default", "task_type": "", "task_id": "<task_id>", "fingerprint": "",
-        "deployment": "worker", "container": "worker", "namespace": "default",
-        "pg_host": "127.0.0.1", "pg_port": "5432", "health_url": "https://api.external-service.com/health",
-        "metrics_url": "http://localhost:8080/metrics",
-    }
+    v = {"queue": "default", "task_type": "", "fingerprint": "",
+         "deployment": "worker", "container": "worker", "namespace": "default"}
     v.update({k: str(val) for k, val in values.items() if val not in (None, "")})
     # shell-quoted forms for values that come from untrusted data
     for key in ("queue", "task_type", "fingerprint"):
         v[f"{key}_q"] = shlex.quote(v[key])
     for key in ("deployment", "container", "namespace", "pg_host", "pg_port", "health_url", "metrics_url", "task_id"):
-        v[key] = shlex.quote(v[key])
+        if key in v:
+            v[key] = shlex.quote(v[key])
     v["queue"] = shlex.quote(v["queue"])
     return v
 
 
-def render_actions(keys: tuple[str, ...] | list[str], values: dict[str, Any]) -> list[dict[str, Any]]:
+def _fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+MAX_GROUP_COMMANDS = 6
+
+
+def _per_group(action: Action, values: dict[str, Any], groups: list[dict[str, Any]]) -> list[dict[str, str]] | None:
+    """The substitutions for each group ``action`` acts on (those with tasks in its state), largest first."""
+    eligible = [g for g in groups if int(g.get(action.state) or 0) > 0]
+    if not eligible:
+        return None
+    eligible.sort(key=lambda g: -int(g.get(action.state) or 0))
+    return [_placeholders({**values, "queue": g["queue"], "task_type": g["task_type"],
+                           "fingerprint": g["fingerprint"]}) for g in eligible]
+
+
+def render_actions(keys: tuple[str, ...] | list[str], values: dict[str, Any],
+                   groups: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The actions ``keys`` with their commands filled from ``values`` (queue, task_type, ...).
 
     Every asynq command is checked against the CLI's rules; one that fails
-    the check is dropped, never shown.
+    the check is dropped, never shown. A command that needs a value nobody
+    configured (a health URL, the Postgres host) is dropped too, and the
+    action's note says how to configure it. With ``groups`` (the cause's error
+    groups: queue, task_type, fingerprint, retry, archived), a remediation
+    that acts on one state gets one command per group with tasks in that
+    state, and is left out when no group has any: a dry run of it would match
+    nothing.
     """
     subst = _placeholders(values)
     out = []
     for key in keys:
         action = ACTIONS[key]
         commands = []
+        missing: list[str] = []
+        per_group = _per_group(action, values, groups) if action.state and groups is not None else None
+        if action.state and groups is not None and per_group is None:
+            continue
         for template in action.commands:
+            if per_group is not None:
+                # the jobrunbook command once per group; the asynq CLI's (a whole state) once per queue
+                by_group = bool(_fields(template) & {"fingerprint_q", "task_type_q"})
+                subs = per_group if by_group else list({p["queue"]: p for p in per_group}.values())
+                rendered = [c for c in (template.format(**sub) for sub in subs) if _valid(c)]
+                if len(rendered) > MAX_GROUP_COMMANDS:
+                    missing.append(f"{len(rendered) - MAX_GROUP_COMMANDS} smaller group(s) not shown: see section 02")
+                    rendered = rendered[:MAX_GROUP_COMMANDS]
+                commands += rendered
+                continue
+            lacking = [f for f in _fields(template) if f not in subst]
+            if lacking:
+                missing += [NEEDS.get(f, f"no value for {f}") for f in lacking if NEEDS.get(f, "x")]
+                continue
             command = template.format(**subst)
-            if command.startswith("asynq "):
-                try:
-                    check_asynq_command(command)
-                except ValueError:
-                    continue
-            commands.append(command)
-        out.append({"key": key, "title": action.title.format(**subst), "commands": commands,
-                    "note": action.note, "changes_state": action.changes_state})
+            if _valid(command):
+                commands.append(command)
+        note = "; ".join(x for x in dict.fromkeys([action.note, *missing]) if x)
+        out.append({"key": key, "title": action.title.format_map(_Lenient(subst)), "commands": commands,
+                    "note": note, "changes_state": action.changes_state})
     return out
+
+
+def _valid(command: str) -> bool:
+    """Every asynq command shown passes the CLI's rules; others are not asynq's to check."""
+    if not command.startswith("asynq "):
+        return True
+    try:
+        check_asynq_command(command)
+    except ValueError:
+        return False
+    return True
+
+
+class _Lenient(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"

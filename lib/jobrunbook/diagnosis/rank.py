@@ -82,12 +82,28 @@ def _group_dict(g: ErrorGroup) -> dict[str, Any]:
             "source": g.source}
 
 
-def _dependency_kinds(groups: list[ErrorGroup]) -> set[str]:
+def _probe_address(target: str) -> str | None:
+    """``host:port`` of a probe's target URL (postgresql://u@h:5432/db, redis://h:6379/0, https://h/x)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(target)
+        port = parts.port or {"postgresql": 5432, "postgres": 5432, "redis": 6379, "rediss": 6379,
+                              "https": 443, "http": 80}.get(parts.scheme)
+    except ValueError:
+        return None
+    return f"{parts.hostname}:{port}" if parts.hostname and port else None
+
+
+def _dependency_kinds(groups: list[ErrorGroup], probes: list | None = None) -> set[str]:
+    """Which dependencies the errors point to: by their words, or by naming a probed address."""
     kinds = set()
+    addresses = {a: p.kind for p in probes or [] if (a := _probe_address(p.target or ""))}
     for g in groups:
         for kind, pattern in _DEP_KINDS:
             if pattern.search(g.example_error):
                 kinds.add(kind)
+        kinds.update(kind for addr, kind in addresses.items() if addr in g.example_error)
     return kinds
 
 
@@ -99,7 +115,7 @@ def _signals(cause: Cause, groups: list[ErrorGroup], ev: Evidence, log_count: in
         pro.append(f"worker log: {log_count} failure line(s) of this kind")
     relevant_kinds = set(cause.probe_kinds)
     if cause.key == "dependency":
-        pointed = _dependency_kinds(groups)
+        pointed = _dependency_kinds(groups, ev.probes)
         relevant_kinds = pointed or relevant_kinds
     for probe in ev.probes:
         if probe.kind not in relevant_kinds:
@@ -185,7 +201,8 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> 
             level=_level(confidence), evidence=pro, contradictions=con, onset=onset, first_seen=first,
             task_types=sorted({g.task_type for g in groups}), queues=sorted({g.queue for g in groups}),
             groups=[_group_dict(g) for g in groups[:max_groups]], resolution=cause.resolution,
-            actions=render_actions(cause.actions, values), in_runbook=cause.in_runbook,
+            actions=render_actions(cause.actions, values, groups=[_group_dict(g) for g in groups]),
+            in_runbook=cause.in_runbook,
         ))
     ranked.sort(key=lambda c: (-c.failures, -c.confidence))
 
