@@ -1,0 +1,159 @@
+"""The user's path is the test: `make demo`'s own run, for every scenario, read back as data.
+
+Each scenario is run exactly as the README says (`jobrunbook demo --scenario S --once`, from the
+project's folder, default paths), then its run directory's status.json and findings/*.json are
+checked against what the scenario declares: every source reached, honest section states, the
+declared top cause, commands aimed at this incident's own targets, dry runs that match the cause's
+own tasks, and evidence that agrees with the scenario (the Postgres the failing tasks dial is down).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import ROOT
+from jobrunbook.demo import SCENARIOS
+
+pytestmark = pytest.mark.slow
+
+PLACEHOLDERS = ("api.external-service.com", "<task_id>", "localhost:8080", "example.com/health")
+# scenarios whose Postgres is down: the tasks dial it and the probe must find it down
+DB_DOWN = {"dependency-down", "mixed"}
+
+
+def _jobrunbook() -> list[str]:
+    exe = Path(sys.executable).parent / "jobrunbook"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "jobrunbook.cli"]
+
+
+@pytest.fixture(scope="module")
+def demo_runs():
+    """scenario -> (run dir, demo.json, stdout), each from its own `jobrunbook demo --scenario S --once`."""
+    made: dict[str, tuple[Path, dict, str]] = {}
+
+    def get(scenario: str):
+        if scenario not in made:
+            proc = subprocess.run([*_jobrunbook(), "demo", "--scenario", scenario, "--once"], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=600,
+                                  env={k: v for k, v in os.environ.items() if not k.startswith("JOBRUNBOOK_")})
+            assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+            report = next(line.split(None, 1)[1] for line in proc.stdout.splitlines() if line.startswith("report:"))
+            run_dir = Path(report.strip()).parent
+            assert run_dir.is_absolute() and run_dir.parent == ROOT / "outputs"
+            info = json.loads((ROOT / "outputs" / "demo" / "demo.json").read_text())
+            assert info["scenario"] == scenario
+            made[scenario] = (run_dir, info, proc.stdout)
+        return made[scenario]
+
+    return get
+
+
+def findings(run_dir: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "findings").glob("*.json"))}
+
+
+def all_text(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in all_text(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in all_text(v)]
+    return []
+
+
+def commands(f: dict[str, dict]) -> list[str]:
+    diag = f["05_diagnosis"]["data"]["diagnosis"]
+    out = [c for cause in diag["causes"] for a in cause["actions"] for c in a["commands"]]
+    out += [p["to act"] for p in f["06_remediation"]["data"].get("plans", []) if p.get("to act")]
+    return out
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_demo_run_reaches_every_source(demo_runs, scenario):
+    run_dir, info, _ = demo_runs(scenario)
+    status = json.loads((run_dir / "status.json").read_text())
+    f = findings(run_dir)
+    assert status["state"] == "done"
+    assert {n: s["state"] for n, s in status["sections"].items()} == dict.fromkeys(status["sections"], "ok"), \
+        {n: s.get("degraded") or s.get("error") for n, s in status["sections"].items()}
+    for name, doc in f.items():
+        for text in all_text(doc["data"]):
+            assert "does not exist" not in text and "unreachable" not in text.lower(), (name, text[:300])
+    logs = f["01_logs"]["data"]
+    assert logs["lines"] > 0 and logs["groups"], "the worker log was not read"
+    assert f["02_asynq"]["data"]["groups"], "asynq's Redis gave no failed task"
+    assert f["03_metrics"]["data"]["failure"]["overall"]["processed"] > 0
+    assert f["03_metrics"]["data"]["prometheus"]["summary"], "Prometheus was not queried"
+    assert f["00_alert"]["data"]["failure_ratio_source"].startswith("Prometheus")
+    probes = {p["source"]: p for p in f["04_dependencies"]["data"]["probes"]}
+    assert set(probes) == {"postgres", "redis", "http"}
+    assert all(p["status"] != "error" for p in probes.values()), probes
+    assert urlsplit(probes["http"]["target"]).netloc == urlsplit(info["external_health_url"]).netloc
+    assert probes["redis"]["status"] == "ok"
+    # the report's section table shows what status.json says
+    page = (run_dir / "report.html").read_text()
+    shown = dict(re.findall(r'<a href="#s-([0-9a-z_]+)">[^<]+</a></td><td class="st-[a-z]+" data-state="([a-z]+)"', page))
+    assert shown == {n: s["state"] for n, s in status["sections"].items()}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_demo_diagnosis_names_the_declared_cause(demo_runs, scenario):
+    run_dir, info, stdout = demo_runs(scenario)
+    f = findings(run_dir)
+    assert f["05_diagnosis"]["data"]["top_cause"] == SCENARIOS[scenario].truth["dominant_cause"]
+    assert info["truth"]["dominant_cause"] == SCENARIOS[scenario].truth["dominant_cause"]
+    cmds = commands(f)
+    assert cmds, "no command recommended"
+    page = html.unescape((run_dir / "report.html").read_text())
+    for text in [*cmds, page, stdout]:
+        for placeholder in PLACEHOLDERS:
+            assert placeholder not in text, (placeholder, text[:300])
+    health = urlsplit(info["external_health_url"])
+    for c in cmds:
+        if c.startswith("curl "):
+            assert f"{health.hostname}:{health.port}" in c, c
+        if c.startswith(("pg_isready", "psql")):
+            pg = urlsplit(info["postgres_dsn"])
+            assert f"-h {pg.hostname} -p {pg.port}" in c, c
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_demo_dry_runs_match_their_cause(demo_runs, scenario):
+    run_dir, _, _ = demo_runs(scenario)
+    f = findings(run_dir)
+    groups = f["02_asynq"]["data"]["groups"]
+    plans = f["06_remediation"]["data"].get("plans", [])
+    causes = f["05_diagnosis"]["data"]["diagnosis"]["causes"]
+    recommended = {c["key"] for c in causes for a in c["actions"] if a["changes_state"]
+                   and any(cmd.startswith("jobrunbook remediate ") for cmd in a["commands"])}
+    assert {p["cause"] for p in plans} == recommended or len(plans) == 8
+    for p in plans:
+        assert p["tasks"] >= 1, p
+        own = [g for g in groups if g["queue"] == p["queue"] and g["task_type"] == p["task type"]
+               and g["fingerprint"] == p["fingerprint"]]
+        assert own and all(g["cause"] == p["cause"] for g in own), (p, own)
+        assert p["tasks"] <= sum(g[p["state"]] for g in own)
+
+
+@pytest.mark.parametrize("scenario", sorted(DB_DOWN))
+def test_demo_evidence_agrees_postgres_down(demo_runs, scenario):
+    run_dir, info, _ = demo_runs(scenario)
+    f = findings(run_dir)
+    pg = next(p for p in f["04_dependencies"]["data"]["probes"] if p["source"] == "postgres")
+    assert pg["status"] == "down", pg
+    addr = urlsplit(pg["target"]).netloc.rsplit("@", 1)[-1]
+    assert addr == urlsplit(info["postgres_dsn"]).netloc.rsplit("@", 1)[-1]
+    dialled = {m for g in f["02_asynq"]["data"]["groups"] for m in re.findall(r"dial tcp (\S+):", g["example_error"])}
+    assert dialled == {addr}, dialled
+    dependency = next(c for c in f["05_diagnosis"]["data"]["diagnosis"]["causes"] if c["key"] == "dependency")
+    assert any("postgres probe: down" in e for e in dependency["evidence"]), dependency["evidence"]
+    assert not dependency["contradictions"], dependency["contradictions"]
