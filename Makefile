@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CONDA := $(shell command -v conda 2>/dev/null)
 ARGS ?=
 
-.PHONY: help setup demo test lint bench proto clean
+.PHONY: help setup demo test test-dates lint bench proto clean
 
 ## help: list the targets
 help:
@@ -35,6 +35,15 @@ demo: setup
 ## test: run the test suite against real redis-server, Postgres, Prometheus and Chromium
 test: setup
 	$(PY) -m pytest $(ARGS)
+
+## test-dates: the date-sensitive tests (marker dates) under faketime, 10 s before and 10 s after the next month begins
+test-dates: setup
+	@next=$$(date -u -d "$$(date -u +%Y-%m-01) +1 month" +%Y-%m-%d); \
+	for t in "$$(date -u -d "$$next 00:00:00 UTC -10 sec" '+%Y-%m-%d %H:%M:%S')" "$$next 00:00:10"; do \
+	  echo "test-dates: at $$t UTC"; \
+	  PATH="$(CURDIR)/tests/bin/realclock:$$PATH" TZ=UTC FAKETIME_DONT_RESET=1 \
+	    faketime -f "@$$t" $(PY) -m pytest -m dates $(ARGS) || exit 1; \
+	done
 
 ## lint: ruff over the lib and the tests
 lint: setup

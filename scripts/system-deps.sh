@@ -12,6 +12,7 @@ declare -A want=(
   [prometheus-alertmanager]=prometheus-alertmanager
   [chromium]=chromium
   [pg_isready]=postgresql-client
+  [faketime]=faketime
 )
 missing=()
 for bin in "${!want[@]}"; do
