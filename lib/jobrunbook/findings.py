@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from jobrunbook import clock
 from jobrunbook._exceptions import ConfigError, DataError
 
 __all__ = [
@@ -96,7 +97,7 @@ def write_findings(section: str, data: Mapping[str, Any], run_dir: str | os.Path
         "schema": SCHEMA,
         "section": section,
         "status": status,
-        "created_at": to_jsonable(now or datetime.now(UTC)),
+        "created_at": to_jsonable(now or clock.utcnow()),
         "data": to_jsonable(dict(data)),
     }
     path = base / "findings" / f"{section}.json"

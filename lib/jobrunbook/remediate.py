@@ -16,15 +16,14 @@ delete, and applies the change in Lua batches (``jobrunbook.asynq.ops``).
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
+from jobrunbook import clock
 from jobrunbook._exceptions import NotFound, RemediationRefused
 from jobrunbook.asynq import keys as K
 from jobrunbook.asynq.export import ExportWriter
@@ -177,7 +176,7 @@ def plan_remediation(client: redis.Redis, action: str, flt: TaskFilter, *, run_d
             raise NotFound(f"no task of queue {flt.queue!r} matches {flt.to_dict()} "
                            f"(queue holds {', '.join(f'{k} {v}' for k, v in counts.items() if v) or 'nothing'})",
                            hint="widen the filter; `jobrunbook remediate ls` lists tasks")
-        now = int(time.time()) if now is None else int(now)
+        now = int(clock.now()) if now is None else int(now)
         plan = Plan(action, flt, sel.ids, sel.states, list(sel.info.values()), counts,
                     batch_size=min(batch_size, MAX_BATCH), now=now, undecodable=sel.undecodable)
         if action == "archive":
@@ -198,7 +197,7 @@ def plan_remediation(client: redis.Redis, action: str, flt: TaskFilter, *, run_d
 
 
 def _export_path(run_dir: Path, action: str, queue: str, suffix: str = "") -> Path:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = clock.utcnow().strftime("%Y%m%dT%H%M%S%fZ")
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in queue)[:60]
     return run_dir / "exports" / f"{stamp}-{action}-{safe}{suffix}.jsonl"
 

@@ -19,8 +19,8 @@ import json
 import os
 import shlex
 import sys
-import time
 
+from jobrunbook import clock
 from jobrunbook._exceptions import ConfigError
 from jobrunbook._paths import absolute
 
@@ -135,7 +135,7 @@ def command(args: argparse.Namespace) -> int:
     elif action == "clear-retry":
         flt_kw["state"] = "retry"
     elif action == "purge-archived":
-        flt_kw.update(state="archived", score_before=int(time.time() - args.older_than_days * 86400))
+        flt_kw.update(state="archived", score_before=int(clock.now() - args.older_than_days * 86400))
     elif action == "blocking-ids":
         ids = tuple(b["id"] for b in find_blocking_ids(client, args.queue))
         if not ids:

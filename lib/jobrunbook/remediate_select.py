@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 from dataclasses import asdict, dataclass, field
 
 import redis
 
+from jobrunbook import clock
 from jobrunbook._exceptions import ConfigError, NotFound
 from jobrunbook.asynq import keys as K
 from jobrunbook.asynq.messages import decode_task
@@ -34,7 +34,7 @@ def parse_when(text: str | None, *, now: float | None = None) -> int | None:
     """'1h', '30m', '2d' (ago), an ISO-8601 time (UTC if no zone) or unix seconds -> unix seconds."""
     if text is None or text == "":
         return None
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     text = str(text).strip()
     m = _REL.match(text)
     if m:

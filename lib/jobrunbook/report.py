@@ -16,12 +16,12 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from jobrunbook import clock
 from jobrunbook.findings import read_findings, summarize_verdict
 from jobrunbook.run.rundir import read_status
 
@@ -173,7 +173,7 @@ def _data_uri(png: Path) -> str:
 
 
 def _now_text() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return clock.utcnow().strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = None) -> Path:

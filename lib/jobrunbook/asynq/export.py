@@ -23,13 +23,13 @@ import base64
 import hashlib
 import json
 import os
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
+from jobrunbook import clock
 from jobrunbook._exceptions import DataError, NotFound
 from jobrunbook.asynq import keys as K
 from jobrunbook.asynq.ops import QueueLock
@@ -90,7 +90,7 @@ def capture_tasks(client: redis.Redis, queue: str, ids: Sequence[str]) -> list[d
         return []
     rows = client.eval(_CAPTURE, 0, K.queue_prefix(queue), K.task_key_prefix(queue), K.queue_prefix(queue) + "g:",
                        *ids)
-    now_ms = int(time.time() * 1000)
+    now_ms = int(clock.now() * 1000)
     records = []
     for row in rows:
         task_id = _s(row[0])
@@ -124,7 +124,7 @@ class ExportWriter:
         self.queue = queue
         self.count = 0
         self._write([{"kind": "header", "format": "jobrunbook-export/1", "queue": queue, "action": action,
-                      "command": command, "created_ms": int(time.time() * 1000)}])
+                      "command": command, "created_ms": int(clock.now() * 1000)}])
 
     def _write(self, lines: Iterable[dict]) -> None:
         with open(self.path, "a", encoding="utf-8") as fh:
@@ -241,7 +241,7 @@ def restore_export(client: redis.Redis, path: str | Path, lock: QueueLock, *, fo
     header, tasks, applied = read_export(path)
     if header["queue"] != lock.queue:
         raise DataError(f"export {path} is for queue {header['queue']!r}, lock is for {lock.queue!r}")
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    now_ms = int(clock.now() * 1000) if now_ms is None else now_ms
     result = RestoreResult()
     script = client.register_script(_RESTORE)
     q = lock.queue

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from jobrunbook import clock
 from jobrunbook._exceptions import RemediationRefused
 from jobrunbook.asynq import keys as K
 
@@ -287,7 +288,7 @@ class QueueLock:
 
 def acquire_lock(client: redis.Redis, queue: str, *, who: str, what: str, ttl_ms: int = 60_000) -> QueueLock:
     """Take the queue's remediation lock or raise RemediationRefused naming the current holder."""
-    token = f"{who}|{socket.gethostname()}|{os.getpid()}|{int(time.time())}|{what}|{uuid.uuid4().hex}"
+    token = f"{who}|{socket.gethostname()}|{os.getpid()}|{int(clock.now())}|{what}|{uuid.uuid4().hex}"
     if client.set(lock_key(queue), token, nx=True, px=ttl_ms):
         return QueueLock(client, queue, token, ttl_ms)
     holder = client.get(lock_key(queue))
@@ -345,7 +346,7 @@ def apply_batch(client: redis.Redis, lock: QueueLock, action: str, ids: Sequence
         keys.append(K.state_key(q, "pending"))
     elif action == "archive":
         keys.append(K.state_key(q, "archived"))
-        now = int(time.time()) if now is None else int(now)
+        now = int(clock.now()) if now is None else int(now)
         argv += [now, cutoff_for(now), K.ARCHIVE_MAX_SIZE]
     script = client.register_script(_SCRIPTS[action])
     try:
@@ -373,7 +374,7 @@ def apply_in_batches(client: redis.Redis, lock: QueueLock, action: str, ids: Seq
     """
     batch_size = max(1, min(batch_size, MAX_BATCH))
     if action == "archive" and now is None:
-        now = int(time.time())
+        now = int(clock.now())
     outcome = BatchOutcome()
     for start in range(0, len(ids), batch_size):
         batch = list(ids[start:start + batch_size])

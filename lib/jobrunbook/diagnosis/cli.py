@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
+from jobrunbook import clock
 from jobrunbook._paths import absolute
 from jobrunbook.diagnosis.gather import command_values, evidence_from_findings, gather_findings
 from jobrunbook.diagnosis.rank import Diagnosis, diagnose
@@ -51,7 +51,7 @@ def command(args: argparse.Namespace) -> int:
                                timeout=args.timeout)
     values = command_values(postgres_dsn=os.environ.get("JOBRUNBOOK_POSTGRES_DSN"), health_urls=args.health_url,
                             metrics_url=args.metrics_url)
-    result = diagnose(evidence_from_findings(findings, settings=values), now=time.time())
+    result = diagnose(evidence_from_findings(findings, settings=values), now=clock.now())
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

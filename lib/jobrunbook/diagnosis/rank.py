@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobrunbook import clock
 from jobrunbook.diagnosis.causes import CAUSES, UNKNOWN, Cause, match_cause
 from jobrunbook.diagnosis.commands import render_actions
 from jobrunbook.diagnosis.escalation import checklist, escalation, incident_update
@@ -156,7 +156,7 @@ def _signals(cause: Cause, groups: list[ErrorGroup], ev: Evidence, log_count: in
 
 def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> Diagnosis:
     """Rank the causes that explain the failures in ``ev``; never raises on missing evidence."""
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     primary = ev.groups or ev.log_groups  # Redis first; the logs when Redis could not be read
     total = sum(g.count for g in primary)
     by_cause: dict[str, list[ErrorGroup]] = defaultdict(list)

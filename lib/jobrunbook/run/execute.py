@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jobrunbook import clock as _clock
 from jobrunbook.findings import RUN_DIR_ENV, read_findings, summarize_verdict, write_findings
 from jobrunbook.kernels import WARMUP_CODE, KernelPool, RunKernelManager, run_silently, shutdown_now
 from jobrunbook.run.params import RunParams, split_secrets
@@ -183,7 +184,7 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
     ``prestart`` of them are started (and pandas/matplotlib imported) while
     earlier sections execute; ``prestart=0`` starts each kernel on demand.
     """
-    clock = clock or (lambda: datetime.now(UTC))
+    clock = clock or _clock.utcnow
     params, secret_env = split_secrets(params)
     notebooks_dir = Path(notebooks_dir or params.notebooks_dir).resolve()
     outputs_dir = Path(outputs_dir or params.outputs_dir).resolve()

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from jobrunbook import clock
 from jobrunbook._exceptions import ConfigError
 
 __all__ = [
@@ -215,7 +216,7 @@ def params_from_labels(pairs: Iterable[str], *, now: datetime | None = None, **s
     alert = {
         "labels": labels,
         "status": labels.pop("status", "firing"),
-        "startsAt": labels.pop("startsAt", None) or (now or datetime.now(UTC)).isoformat(),
+        "startsAt": labels.pop("startsAt", None) or (now or clock.utcnow()).isoformat(),
         "fingerprint": labels.pop("fingerprint", ""),
     }
     return params_from_alert(alert, **settings)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobrunbook import clock
 from jobrunbook.findings import RUN_DIR_ENV, write_findings
 
 __all__ = ["Context", "Section", "context", "gap"]
@@ -33,7 +33,7 @@ class Context:
     health_urls: list[str] = field(default_factory=list)
     task_timeout_s: float | None = None
     run_dir: Path = Path("outputs/adhoc")
-    now: float = field(default_factory=time.time)
+    now: float = field(default_factory=clock.now)
     demo: dict[str, Any] | None = None
     names: dict[str, str] = field(default_factory=dict)  # deployment, container, namespace for commands
 

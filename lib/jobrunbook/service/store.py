@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from jobrunbook import clock as _clock
 from jobrunbook._exceptions import ConfigError
 from jobrunbook.service.models import Alert, Webhook, alert_key, parse_time
 
@@ -107,7 +108,7 @@ class Store:
 
     def __init__(self, path: str | Path, *, clock: Callable[[], datetime] | None = None) -> None:
         self.path = Path(path)
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = clock or _clock.utcnow
         self._local = threading.local()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from jobrunbook import clock
 from jobrunbook.run.params import RunParams, params_from_alert
 from jobrunbook.run.rundir import make_run_id, read_status
 from jobrunbook.service.store import Job, Store, iso
@@ -47,7 +48,7 @@ def engine_runner(*, notebooks_dir: str | Path, outputs_dir: str | Path, pool: A
         told: list[str] = []
 
         def clock() -> datetime:  # the first reading names the run directory
-            t = datetime.now(UTC)
+            t = clock.utcnow()
             if not first:
                 first.append(t)
             return t
@@ -110,7 +111,7 @@ def _closing(row: Mapping[str, Any], ratio_fn: RatioFn | None, thresholds: Mappi
         "failure_ratio_source": source,
         "thresholds": dict(thresholds),
         "below": {name: (value < t if value is not None else None) for name, t in thresholds.items()},
-        "checked_at": iso(datetime.now(UTC)),
+        "checked_at": iso(clock.utcnow()),
     }
 
 

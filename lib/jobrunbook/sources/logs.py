@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from jobrunbook import clock
 from jobrunbook.fingerprint import fingerprint
 from jobrunbook.sources.result import SourceResult, Stopwatch
 
@@ -460,7 +461,7 @@ def parse_since(since: str | None, *, now: datetime | None = None) -> pd.Timesta
     match = _DURATION.match(since)
     if match and any(match.groups()):
         h, m, s = (int(g or 0) for g in match.groups())
-        return pd.Timestamp(now or datetime.now(timezone.utc)) - timedelta(hours=h, minutes=m, seconds=s)
+        return pd.Timestamp(now or clock.utcnow()) - timedelta(hours=h, minutes=m, seconds=s)
     ts = _parse_time(since)
     if pd.isna(ts):
         raise ValueError(f"since {since[:40]!r} is neither a duration like 15m nor an RFC 3339 time")

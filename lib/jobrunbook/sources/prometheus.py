@@ -13,13 +13,14 @@ import math
 import os
 import shlex
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import requests
 import yaml
 
+from jobrunbook import clock
 from jobrunbook._exceptions import ConfigError, redact_url
 from jobrunbook.sources.metrics import MetricNames
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
@@ -171,7 +172,7 @@ def failure_ratio_by_task_type(base_url: str, *, starts_at=None, end=None, befor
     "query", "start", "end", "step"}.
     """
     names = names or MetricNames()
-    now_dt = now() if now else datetime.now(timezone.utc)
+    now_dt = now() if now else clock.utcnow()
     end_ts = _to_unix(end if end is not None else now_dt)
     anchor = _to_unix(starts_at) if starts_at is not None else end_ts
     start_ts = min(anchor - before.total_seconds(), end_ts - 1)
