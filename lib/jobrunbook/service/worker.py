@@ -47,7 +47,7 @@ def engine_runner(*, notebooks_dir: str | Path, outputs_dir: str | Path, pool: A
         first: list[datetime] = []
         told: list[str] = []
 
-        def clock() -> datetime:  # the first reading names the run directory
+        def run_clock() -> datetime:  # the first reading names the run directory
             t = clock.utcnow()
             if not first:
                 first.append(t)
@@ -63,7 +63,7 @@ def engine_runner(*, notebooks_dir: str | Path, outputs_dir: str | Path, pool: A
                 on_run_id(found[-1])
 
         return execute_run(params, notebooks_dir=notebooks_dir, outputs_dir=outputs_dir, alert=dict(alert),
-                           env=env, pool=pool, timeout=timeout, max_parallel=max_parallel, clock=clock,
+                           env=env, pool=pool, timeout=timeout, max_parallel=max_parallel, clock=run_clock,
                            on_progress=progress)
 
     return run
