@@ -363,7 +363,7 @@ def apply_in_batches(client: redis.Redis, lock: QueueLock, action: str, ids: Seq
                      expected_state: str = "", batch_size: int = MAX_BATCH, now: int | None = None,
                      before_batch: Callable[[list[str]], list[str] | None] | None = None,
                      after_batch: Callable[[list[str], list[int]], None] | None = None,
-                     clock: Callable[[], float] = time.perf_counter) -> BatchOutcome:
+                     timer: Callable[[], float] = time.perf_counter) -> BatchOutcome:
     """Apply ``action`` to ``ids`` in batches; renew the lock between batches.
 
     ``before_batch(ids)`` runs before each call (the export) and may return
@@ -380,9 +380,9 @@ def apply_in_batches(client: redis.Redis, lock: QueueLock, action: str, ids: Seq
         batch = list(ids[start:start + batch_size])
         shas = before_batch(batch) if before_batch else None
         lock.renew()
-        t0 = clock()
+        t0 = timer()
         codes = apply_batch(client, lock, action, batch, expected_state=expected_state, shas=shas, now=now)
-        outcome.call_seconds.append(clock() - t0)
+        outcome.call_seconds.append(timer() - t0)
         outcome.batches += 1
         outcome.add(batch, codes)
         if after_batch:
