@@ -28,7 +28,7 @@ from jobrunbook.asynq import keys as K  # noqa: E402
 from jobrunbook.asynq.messages import TaskMessage, encode_task  # noqa: E402
 from jobrunbook.asynq.oneshot import run_all_oneshot  # noqa: E402
 from jobrunbook.asynq.ops import acquire_lock, apply_in_batches  # noqa: E402
-from jobrunbook.remediate_select import TaskFilter, select_tasks  # noqa: E402
+from jobrunbook.remediate import TaskFilter, select_tasks  # noqa: E402
 
 QUEUE = "default"
 TARGET_MS = 50.0

@@ -64,20 +64,19 @@ def floor_warm(n: int, out: Path) -> float:
     return elapsed
 
 
-def demo_settings(demo, outputs: Path) -> tuple[dict[str, str], dict[str, str]]:
+def demo_settings(demo, outputs: Path):
     """The run's settings and the kernels' environment, as `jobrunbook demo` (run_runbook) passes them."""
-    settings = {"outputs_dir": str(outputs), "redis_url": demo.redis_url, "metrics_url": demo.metrics_url,
-                "prometheus_url": demo.prometheus_url or "", "log_source": str(demo.log_path)}
     env = {"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn, "JOBRUNBOOK_DEMO_JSON": str(demo.demo_json)}
-    return settings, env
+    return demo.settings(), env
 
 
 def one_shot(demo, notebooks: Path, out: Path) -> tuple[float, dict]:
     settings, env = demo_settings(demo, out)
     cmd = [sys.executable, "-m", "jobrunbook.cli", "run", "--alert", str(demo.alert_path),
            "--notebooks", str(notebooks), "--outputs", str(out), "--timeout", "120",
-           "--redis-url", settings["redis_url"], "--metrics-url", settings["metrics_url"],
-           "--prometheus-url", settings["prometheus_url"], "--log-source", settings["log_source"]]
+           "--redis-url", settings.redis_url, "--metrics-url", settings.metrics_url,
+           "--prometheus-url", settings.prometheus_url, "--log-source", settings.log_path,
+           "--health-url", f"partner-api={demo.external_health_url}"]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
     elapsed = time.perf_counter() - t
@@ -93,7 +92,7 @@ def warm(demo, notebooks: Path, n: int, out: Path, repeat: int) -> list[tuple[fl
 
     alert = demo.alert["alerts"][0]
     settings, env = demo_settings(demo, out)
-    params = params_from_alert(alert, **settings)
+    params = params_from_alert(alert, settings)
     results = []
     # the service's warm-up: pandas, matplotlib and the lib the sections call, imported ahead
     with KernelPool(size=n, parallel_starts=2, warmup_code=WARMUP_CODE) as pool:

@@ -34,7 +34,7 @@ HDRS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 GROUPS, CAP = 10, 50
 
 
-def noop_runner(params, alert, on_run_id):
+def noop_runner(params, alert, on_run_id, env=None):
     return SimpleNamespace(run_id=None, run_dir=None, state="done", verdict={}, duration_s=0.0)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import requests
 import uvicorn
 from conftest import FIXTURES, ROOT
+from jobrunbook.config import load_config
 from jobrunbook.service import STORE_NAME, ServiceMetrics, Store, Worker, create_app, engine_runner
 
 ALERTS = FIXTURES / "alertmanager"
@@ -67,8 +68,8 @@ def make_service(outputs: Path, *, runner=None, notebooks: Path = TRIVIAL, concu
     w = None
     if worker:
         runner = runner or engine_runner(notebooks_dir=notebooks, outputs_dir=outputs, timeout=60)
-        settings = {"redis_url": "redis://127.0.0.1:1/0", "notebooks_dir": str(notebooks), "outputs_dir": str(outputs)}
-        w = Worker(store, runner, outputs_dir=outputs, settings=settings, concurrency=concurrency,
+        config = load_config(env={}, flags={"redis_url": "redis://127.0.0.1:1/0"})
+        w = Worker(store, runner, outputs_dir=outputs, config=config, env={}, concurrency=concurrency,
                    ratio_fn=ratio_fn, notifier=notifier, public_url=public_url, metrics=metrics)
     app = create_app(store=store, worker=w, outputs_dir=outputs, token=TOKEN, served=served, metrics=metrics,
                      max_runs_per_group=max_runs_per_group, group_window=timedelta(hours=1))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import redis
+from jobrunbook.demo.server import free_port, start_redis  # noqa: F401 - the tests' free_port too
 
 ROOT = Path(__file__).resolve().parents[1]
 # real captures, copied byte for byte from where they were recorded (tests/fixtures/README.md)
@@ -21,52 +18,9 @@ SNAPSHOTS = ["mixed", "dependency-down", "bad-deploy"]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A private redis-server on a free port, never the machine's 6379."""
-
-    def __init__(self, tmp: Path, password: str | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not on PATH: run `bash scripts/system-deps.sh` (Debian package redis-server)")
-        self.port = free_port()
-        self.password = password
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(tmp), "--daemonize", "no", "--loglevel", "warning"]
-        if password:
-            args += ["--requirepass", password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = self.client()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.02)
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def RedisServer(tmp: Path, password: str | None = None):  # noqa: N802 - reads as the class it stands for
+    """A private redis-server on a free port, never the machine's 6379 (jobrunbook.demo.server's starter)."""
+    return start_redis(Path(tmp), password=password, embedded=False)
 
 
 @pytest.fixture(scope="session")

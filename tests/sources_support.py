@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+
+from jobrunbook.demo.server import free_port
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,9 +88,7 @@ class SilentServer:
 
 def closed_port() -> int:
     """A port where nothing listens (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def wait_for_http(url: str, seconds: float = 15.0, proc=None) -> None:

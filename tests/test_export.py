@@ -9,9 +9,7 @@ import pytest
 from jobrunbook.asynq import keys as K
 from jobrunbook.asynq.export import read_export, restore_export
 from jobrunbook.asynq.ops import acquire_lock
-from jobrunbook.remediate import execute_remediation, plan_remediation
-from jobrunbook.remediate_select import TaskFilter
-from jobrunbook.retry_mgmt import clean_orphans, find_blocking_ids, find_orphans
+from jobrunbook.remediate import TaskFilter, clean_orphans, execute_remediation, find_blocking_ids, find_orphans, plan_remediation
 from remediate_support import add_task, keyspace, load
 
 
@@ -85,7 +83,7 @@ def test_orphans_and_blocking_ids_found_exported_cleaned_and_restorable(rclient,
 
 
 def test_restore_cli(rclient, redis_url, tmp_path, capsys):
-    from jobrunbook import restore_cli
+    from jobrunbook.remediate import restore as restore_cli
     load(rclient, "dependency-down")
     before = keyspace(rclient)
     plan = plan_remediation(rclient, "archive", TaskFilter("default", state="retry"))

@@ -33,7 +33,12 @@ class Target_:
                 outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 time.sleep(outer.delay)
                 code = outer.script.pop(0) if outer.script else 200
+                after = None
+                if isinstance(code, tuple):  # (status, Retry-After seconds)
+                    code, after = code
                 self.send_response(code)
+                if after is not None:
+                    self.send_header("Retry-After", str(after))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -84,6 +89,16 @@ def test_5xx_and_429_are_retried_with_backoff(results):
         assert n.submit(build_event(STATUS, VERDICT, report_url=""))[0].result(10) is True
         assert len(t.bodies) == 4 and sleeps == [0.5, 1.0, 2.0]
         assert results == [("webhook", "sent")]
+    finally:
+        t.close()
+
+
+def test_retry_after_is_what_a_429_waits(results):
+    t = Target_(script=[(429, 7), 503])
+    try:
+        n, sleeps = _notifier([Target("webhook", t.url)], results, retries=3, backoff=0.5)
+        assert n.submit(build_event(STATUS, VERDICT, report_url=""))[0].result(10) is True
+        assert len(t.bodies) == 3 and sleeps == [7.0, 1.0]  # the target's own wait, then the backoff
     finally:
         t.close()
 

@@ -11,9 +11,7 @@ from jobrunbook._exceptions import NotFound, RemediationRefused
 from jobrunbook.asynq import keys as K
 from jobrunbook.asynq.ops import acquire_lock
 from jobrunbook.fingerprint import fingerprint
-from jobrunbook.remediate import execute_remediation, plan_remediation
-from jobrunbook.remediate_audit import read_audit, watch_recovery
-from jobrunbook.remediate_select import TaskFilter
+from jobrunbook.remediate import TaskFilter, execute_remediation, plan_remediation, read_audit, watch_recovery
 from remediate_support import add_task, keyspace, load, membership
 
 
@@ -38,7 +36,7 @@ def test_filters_select_exactly_what_asynqs_inspector_shows(rclient):
     assert set(plan.ids) == same_fp and same_fp
     # failure window on last_failed_at
     times = sorted({t["last_failed_at"] for t in truth})
-    from jobrunbook.remediate_select import parse_when
+    from jobrunbook.remediate import parse_when
     mid = parse_when(times[len(times) // 2])
     since = plan_remediation(rclient, "run", TaskFilter("critical", state="retry", failed_since=mid))
     before = plan_remediation(rclient, "run", TaskFilter("critical", state="retry", failed_before=mid))
@@ -160,7 +158,7 @@ def test_archive_cap_eviction_refused_then_exported(rclient, tmp_path):
 
 
 def test_cli_dry_run_and_confirmed_run(rclient, redis_url, tmp_path, capsys):
-    from jobrunbook import remediate_cli
+    from jobrunbook.remediate import cli as remediate_cli
     load(rclient, "dependency-down")
     parser = argparse.ArgumentParser()
     remediate_cli.add_arguments(parser)

@@ -16,14 +16,16 @@ from jobrunbook._exceptions import ConfigError
 from jobrunbook.findings import read_findings
 from jobrunbook.kernels import KernelPool
 from jobrunbook.run import cli as run_cli
+from jobrunbook.config import Settings
+from jobrunbook.config_cli import sources_from
 from jobrunbook.run import (
     create_run_dir,
     execute_run,
+    kernel_env,
     make_run_id,
     params_from_labels,
     params_from_webhook,
     plan_stages,
-    split_secrets,
 )
 
 NOTEBOOKS = ROOT / "tests" / "notebooks"
@@ -41,12 +43,13 @@ def _all_text(run_dir: Path) -> str:
 @pytest.fixture(scope="module")
 def cold_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("outputs")
+    src = sources_from({"redis_url": f"redis://:{URL_SECRET}@127.0.0.1:6390/0"}, env={})
     params = params_from_labels(
         ["alertname=JobFailureRateCritical", "severity=critical", f"queue={HOSTILE_QUEUE}", "task_type=email:send"],
-        redis_url=f"redis://:{URL_SECRET}@127.0.0.1:6390/0")
+        src.settings)
     seen = []
     run = execute_run(params, notebooks_dir=NOTEBOOKS / "basic", outputs_dir=out,
-                      env={"JOBRUNBOOK_SOME_TOKEN": ENV_SECRET}, timeout=60,
+                      env={"JOBRUNBOOK_SOME_TOKEN": ENV_SECRET, **kernel_env(src.settings, src.env)}, timeout=60,
                       on_progress=lambda s, st, e: seen.append((s, st)))
     return run, out, seen
 
@@ -95,14 +98,20 @@ def test_labels_are_bounded_and_run_ids_safe(tmp_path):
     assert len(list(tmp_path.iterdir())) == len(nasty)  # a clash got a suffix, nothing escaped
 
 
-def test_split_secrets_moves_passwords_to_env():
-    p = params_from_labels(["queue=q"], redis_url="redis://:p%40ss@redis:6379/2",
-                           prometheus_url="http://bob:pw2@prom:9090")
-    clean, env = split_secrets(p)
-    assert clean.redis_url == "redis://redis:6379/2" and clean.prometheus_url == "http://bob@prom:9090"
-    assert env == {"JOBRUNBOOK_REDIS_PASSWORD": "p@ss", "JOBRUNBOOK_PROMETHEUS_PASSWORD": "pw2"}
-    bare, env2 = split_secrets(params_from_labels([], redis_url="redis://onlysecret@h:1/0"))
-    assert bare.redis_url == "redis://h:1/0" and env2["JOBRUNBOOK_REDIS_PASSWORD"] == "onlysecret"
+def test_secrets_leave_the_parameters_for_the_kernels_environment():
+    src = sources_from({"redis_url": "redis://:p%40ss@redis:6379/2", "prometheus_url": "http://bob:pw2@prom:9090"},
+                       env={})
+    p = params_from_labels(["queue=q"], src.settings)
+    assert p.sources["redis_url"] == "redis://redis:6379/2" and p.sources["prometheus_url"] == "http://bob:***@prom:9090"
+    env = kernel_env(src.settings, src.env)
+    assert env == {"JOBRUNBOOK_REDIS_PASSWORD": "p@ss", "JOBRUNBOOK_PROMETHEUS_URL": "http://bob:pw2@prom:9090"}
+    # in the kernel, the public settings and that environment give back what the flags said
+    inside = Settings.from_public(p.sources)
+    assert inside.redis_url_with_secret(env) == "redis://:p%40ss@redis:6379/2"
+    assert inside.url_with_secret("prometheus_url", env) == "http://bob:pw2@prom:9090"
+    bare = sources_from({"redis_url": "redis://onlysecret@h:1/0"}, env={})
+    assert bare.settings.redis_url == "redis://h:1/0" and kernel_env(bare.settings, bare.env) == {
+        "JOBRUNBOOK_REDIS_PASSWORD": "onlysecret"}
 
 
 def test_stages_run_00_then_01_04_together_then_the_rest():
@@ -156,7 +165,7 @@ def test_parameters_are_injected_exactly_and_no_secret_anywhere(cold_run):
     assert len(pids) == 4 and os.getpid() not in pids  # a fresh kernel per notebook (pre-started or not)
     assert data["redis_url"] == "redis://127.0.0.1:6390/0"
     params = json.loads((run.run_dir / "params.json").read_text())
-    assert params["run_dir"] == str(run.run_dir) and "redis://127.0.0.1:6390/0" == params["redis_url"]
+    assert params["run_dir"] == str(run.run_dir) and "redis://127.0.0.1:6390/0" == params["sources"]["redis_url"]
     text = _all_text(run.run_dir) + (run.run_dir.parent / "index.html").read_text()
     assert URL_SECRET not in text and ENV_SECRET not in text
 
@@ -183,8 +192,10 @@ def test_timeout_interrupts_and_still_reports(tmp_path):
 def test_warm_pool_one_fresh_kernel_per_notebook(tmp_path):
     env_before = dict(os.environ)
     with KernelPool(size=3, parallel_starts=2) as pool:
-        params = params_from_labels(["queue=warm", "severity=warning"], redis_url=f"redis://:{URL_SECRET}@h:1/0")
-        run = execute_run(params, notebooks_dir=NOTEBOOKS / "basic", outputs_dir=tmp_path, pool=pool, timeout=60)
+        src = sources_from({"redis_url": f"redis://:{URL_SECRET}@h:1/0"}, env={})
+        params = params_from_labels(["queue=warm", "severity=warning"], src.settings)
+        run = execute_run(params, notebooks_dir=NOTEBOOKS / "basic", outputs_dir=tmp_path, pool=pool, timeout=60,
+                          env=kernel_env(src.settings, src.env))
         started = pool.started_count
     assert dict(os.environ) == env_before  # nothing leaked into the service's own environment
     assert run.failed_sections == ["02_asynq"]

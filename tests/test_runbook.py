@@ -10,7 +10,9 @@ from _browser import open_report
 from conftest import ASYNQ_FIXTURES, ROOT, RedisServer, free_port, load_fixture_snapshot
 
 from jobrunbook.demo import start_demo
-from jobrunbook.run import execute_run, params_from_alert, params_from_labels
+from jobrunbook.config import Settings
+from jobrunbook.config_cli import sources_from
+from jobrunbook.run import execute_run, kernel_env, params_from_alert, params_from_labels
 
 NOTEBOOKS = ROOT / "notebooks"
 SECTIONS = ["00_alert", "01_logs", "02_asynq", "03_metrics", "04_dependencies", "05_diagnosis", "06_remediation"]
@@ -26,7 +28,7 @@ def demo_run(tmp_path_factory):
     outputs = tmp_path_factory.mktemp("outputs")
     with start_demo("dependency-down", seed=5, state_dir=outputs / "demo", live=False) as demo:
         alert = demo.alert["alerts"][0]
-        run = execute_run(params_from_alert(alert, outputs_dir=str(outputs)), notebooks_dir=NOTEBOOKS,
+        run = execute_run(params_from_alert(alert, demo.settings()), notebooks_dir=NOTEBOOKS,
                           outputs_dir=outputs, alert=alert, env={"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn})
         yield run, demo
 
@@ -83,8 +85,8 @@ def test_report_in_chromium_has_every_image_and_no_overflow(demo_run):
 def test_sources_down_still_give_a_report_that_says_so(tmp_path):
     dead = f"127.0.0.1:{free_port()}"
     params = params_from_labels(["alertname=JobFailureRateCritical", "severity=critical", "queue=default"],
-                                redis_url=f"redis://{dead}/0", metrics_url=f"http://{dead}/metrics",
-                                log_source=str(tmp_path / "no-such.log"), outputs_dir=str(tmp_path))
+                                Settings(redis_url=f"redis://{dead}/0", metrics_url=f"http://{dead}/metrics",
+                                         log_source="file", log_path=str(tmp_path / "no-such.log")))
     run = execute_run(params, notebooks_dir=NOTEBOOKS, outputs_dir=tmp_path,
                       env={"JOBRUNBOOK_DEMO_JSON": str(tmp_path / "none.json"), "JOBRUNBOOK_POSTGRES_DSN": ""})
     assert run.report is not None and run.report.is_file()
@@ -102,11 +104,10 @@ def test_redis_password_never_reaches_the_run_directory(tmp_path):
     server = RedisServer(tmp_path / "redis", password=password)
     try:
         load_fixture_snapshot(server.client(), "mixed")
-        params = params_from_labels(["alertname=JobFailureRate", "severity=warning", "queue=default"],
-                                    redis_url=f"redis://:{password}@127.0.0.1:{server.port}/0",
-                                    outputs_dir=str(tmp_path))
+        src = sources_from({"redis_url": f"redis://:{password}@127.0.0.1:{server.port}/0"}, env={})
+        params = params_from_labels(["alertname=JobFailureRate", "severity=warning", "queue=default"], src.settings)
         run = execute_run(params, notebooks_dir=NOTEBOOKS, outputs_dir=tmp_path,
-                          env={"JOBRUNBOOK_DEMO_JSON": str(tmp_path / "none.json")})
+                          env={"JOBRUNBOOK_DEMO_JSON": str(tmp_path / "none.json"), **kernel_env(src.settings, src.env)})
     finally:
         server.stop()
     truth = json.loads((ASYNQ_FIXTURES / "mixed" / "inspector.json").read_text())
@@ -125,8 +126,7 @@ def test_redis_password_never_reaches_the_run_directory(tmp_path):
 def test_other_scenarios_report_their_cause(scenario, title, evidence, tmp_path):
     with start_demo(scenario, seed=2, state_dir=tmp_path / "demo", live=False, prometheus=False) as demo:
         alert = demo.alert["alerts"][0]
-        params = params_from_alert(alert, outputs_dir=str(tmp_path), redis_url=demo.redis_url,
-                                   metrics_url=demo.metrics_url, log_source=str(demo.log_path))
+        params = params_from_alert(alert, demo.settings())
         run = execute_run(params, notebooks_dir=NOTEBOOKS, outputs_dir=tmp_path, alert=alert,
                           env={"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn,
                                "JOBRUNBOOK_DEMO_JSON": str(demo.demo_json)})

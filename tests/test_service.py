@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 from _service_helpers import AUTH, TOKEN, ServerThread, fixture_bytes, fixture_json, make_service, wait_for
-from jobrunbook.run.rundir import read_status
+from jobrunbook.record import read_status
 from jobrunbook.service import alert_key, parse_webhook
 
 

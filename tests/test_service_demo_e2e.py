@@ -12,7 +12,8 @@ from _service_helpers import TOKEN, ServerThread, wait_for
 from conftest import FIXTURES, ROOT, free_port
 
 from jobrunbook.demo import start_demo
-from jobrunbook.run.rundir import read_status
+from jobrunbook.record import read_status
+from jobrunbook.config import Config
 from jobrunbook.service import STORE_NAME, ServiceMetrics, Store, Worker, create_app, engine_runner, prometheus_ratio
 
 RULES = FIXTURES / "prometheus" / "job-failure-rate.fast.rules.yml"
@@ -34,9 +35,7 @@ def test_demo_incident_fires_a_real_runbook_run_and_resolve_closes_it(tmp_path):
                            env={"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn, "JOBRUNBOOK_DEMO_JSON": str(demo.demo_json)})
     worker = Worker(store, runner, outputs_dir=outputs, concurrency=1, metrics=metrics,
                     ratio_fn=prometheus_ratio(prom_url, window="15s"),
-                    settings={"redis_url": demo.redis_url, "metrics_url": demo.metrics_url,
-                              "log_source": str(demo.log_path), "notebooks_dir": str(ROOT / "notebooks"),
-                              "outputs_dir": str(outputs)})
+                    config=Config(base=demo.settings()), env={})
     app = create_app(store=store, worker=worker, outputs_dir=outputs, token=TOKEN, metrics=metrics,
                      served=("JobFailureRateCritical",), max_runs_per_group=10, group_window=timedelta(hours=1))
     srv = ServerThread(app)

@@ -16,7 +16,7 @@ import requests
 from _service_helpers import TOKEN, ServerThread, make_service, wait_for
 from conftest import FIXTURES, free_port
 from jobrunbook.notify import Notifier, Target
-from jobrunbook.run.rundir import read_status
+from jobrunbook.record import read_status
 from jobrunbook.service import prometheus_ratio
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily

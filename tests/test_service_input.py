@@ -8,7 +8,7 @@ import os
 import pytest
 import requests
 from _service_helpers import AUTH, TOKEN, ServerThread, fixture_bytes, fixture_json, make_service, wait_for
-from jobrunbook.run.rundir import read_status
+from jobrunbook.record import read_status
 
 CANARY = "/tmp/jobrunbook-service-pwned"
 HOSTILE = {

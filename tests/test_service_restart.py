@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 from _service_helpers import AUTH, SLOW, TOKEN, TRIVIAL, fixture_json, wait_for
-from jobrunbook.run.rundir import read_status
+from jobrunbook.record import read_status
 
 
 def _serve(outputs: Path, notebooks: Path, port_file: Path) -> subprocess.Popen:

@@ -11,18 +11,10 @@ import pandas as pd
 import pytest
 from conftest import ASYNQ_FIXTURES, ROOT, SNAPSHOTS
 from jobrunbook import fingerprint
-from jobrunbook.sources.logs import (
-    EVENT_COLUMNS,
-    GROUP_COLUMNS,
-    build_log_command,
-    collect_worker_logs,
-    group_errors,
-    parse_log_lines,
-    parse_logfmt,
-    parse_since,
-    read_command,
-    read_file_tail,
-)
+from jobrunbook._exceptions import ConfigError
+from jobrunbook.sources.bounded import read_command, read_file_tail
+from jobrunbook.sources.logparse import EVENT_COLUMNS, GROUP_COLUMNS, group_errors, parse_log_lines, parse_logfmt
+from jobrunbook.sources.logs import build_log_command, collect_worker_logs, parse_since
 
 BIN = ROOT / "tests" / "bin"
 
@@ -190,7 +182,7 @@ def test_since_and_commands():
     now = datetime(2026, 11, 29, 20, 0, tzinfo=timezone.utc)
     assert parse_since("1h30m", now=now) == pd.Timestamp("2026-11-29T18:30:00Z")
     assert parse_since("2026-11-29T19:00:00Z") == pd.Timestamp("2026-11-29T19:00:00Z")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="yesterday"):
         parse_since("yesterday")
     assert build_log_command("kubectl", deployment="worker", namespace="jobs", context="eu-1", since="15m", tail=10) == [
         "kubectl", "logs", "deployment/worker", "--since=15m", "--tail=10", "-n", "jobs", "--context", "eu-1"]

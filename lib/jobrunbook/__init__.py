@@ -12,8 +12,8 @@ from jobrunbook._exceptions import (
     RemediationRefused,
     SourceError,
     SourceTimeout,
-    redact_url,
 )
+from jobrunbook._urls import redact_url
 from jobrunbook.fingerprint import fingerprint
 
 __version__ = "0.1.0"

@@ -10,12 +10,10 @@
     └── RemediationRefused          a change was refused before it started
 
 Messages name the thing that failed and never contain a password: every URL
-goes through ``redact_url`` before it is put in one.
+goes through ``jobrunbook._urls.redact_url`` before it is put in one.
 """
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "JobrunbookError",
@@ -26,7 +24,6 @@ __all__ = [
     "NotFound",
     "DataError",
     "RemediationRefused",
-    "redact_url",
 ]
 
 
@@ -70,39 +67,3 @@ class DataError(JobrunbookError):
 
 class RemediationRefused(JobrunbookError):
     pass
-
-
-def redact_url(url: str | None) -> str:
-    """Return ``url`` with any password replaced by ``***``.
-
-    ``redis://:s3cret@host:6379/0`` -> ``redis://:***@host:6379/0``. Query
-    parameters named password/token/secret are redacted too. A string that
-    does not parse as a URL is returned as ``<unparseable url>`` rather than
-    echoed, since it may be a secret itself.
-    """
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            user, sep, _pw = userinfo.partition(":")
-            if sep:
-                netloc = f"{user}:***@{hostport}"
-            elif parts.scheme.startswith("redis"):
-                # redis://SECRET@host: redis-py reads a bare userinfo as the password
-                netloc = f"***@{hostport}"
-        query = parts.query
-        if query:
-            kept = []
-            for pair in query.split("&"):
-                key, eq, _value = pair.partition("=")
-                if eq and key.lower() in {"password", "pass", "token", "secret", "auth", "sslpassword"}:
-                    kept.append(f"{key}=***")
-                else:
-                    kept.append(pair)
-            query = "&".join(kept)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparseable url>"

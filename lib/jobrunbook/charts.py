@@ -26,6 +26,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from jobrunbook._exceptions import ConfigError, DataError
+from jobrunbook.diagnosis.causes import THRESHOLDS
 
 __all__ = [
     "ChartFigure",
@@ -39,8 +40,8 @@ __all__ = [
     "CRITICAL_RATIO",
 ]
 
-WARNING_RATIO = 0.10
-CRITICAL_RATIO = 0.25
+WARNING_RATIO = THRESHOLDS["warning"]
+CRITICAL_RATIO = THRESHOLDS["critical"]
 _SIZE = (9.0, 3.6)
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 

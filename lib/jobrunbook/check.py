@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass
 
 import requests
 
-from jobrunbook._exceptions import ConfigError, JobrunbookError, redact_url
-from jobrunbook._paths import absolute
-from jobrunbook.config import CONFIG_ENV, ENV_NAMES, Config, Settings, load_config
+from jobrunbook._exceptions import ConfigError, JobrunbookError
+from jobrunbook._urls import redact_url
+from jobrunbook.config import CONFIG_ENV, ENV_NAMES, Config, Settings
+from jobrunbook.config_cli import add_source_flags, labels_from_pairs, resolve_sources
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 
 __all__ = ["CheckLine", "check_settings", "check_config", "format_lines", "add_arguments", "command"]
@@ -283,35 +284,24 @@ def format_lines(lines: list[CheckLine], *, config_path: str | None = None) -> s
 # ---------------------------------------------------------------- CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", type=absolute, help=f"YAML config file (default ${CONFIG_ENV}, else none)")
-    p.add_argument("--label", metavar="K=V", action="append", default=None,
-                   help="alert label, repeatable: check only the target these labels select")
+    # the same sources every command takes; --label or --target: check only that target
+    add_source_flags(p, "redis", "metrics", "prometheus", "alertmanager", "logs", "health", "timeout")
     p.add_argument("--json", action="store_true", help="print the lines as JSON")
-
-
-def _labels(pairs: list[str] | None) -> dict[str, str] | None:
-    if pairs is None:
-        return None
-    labels = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"--label needs KEY=VALUE, not {pair[:60]!r}", hint="--label cluster=eu-1")
-        labels[key.strip()] = value
-    return labels
 
 
 def command(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
-        labels = _labels(args.label)
-        config = load_config(args.config)
+        labels = labels_from_pairs(args.label) if args.label is not None else None
+        src = resolve_sources(args, labels=labels or {})
+        config = src.config
     except ConfigError as exc:
         if args.json:
             print(json.dumps({"ok": False, "exit": 2, "config_error": str(exc)}))
         print(f"jobrunbook check: configuration error: {exc}", file=sys.stderr)
         return 2
-    lines = check_config(config, labels=labels)
+    chosen = [src.settings] if (labels is not None or args.target) else config.all_settings()
+    lines = check_settings(chosen, config_path=config.path, env=src.env)
     code = exit_code(lines)
     if args.json:
         print(json.dumps({"ok": code == 0, "exit": code, "config": config.path, "labels": labels,

@@ -4,6 +4,7 @@
     clock.now()        # unix seconds (float)
     clock.utcnow()     # aware datetime in UTC
     clock.today()      # the UTC date asynq's daily counters are keyed by
+    clock.parse_when("1h30m")   # one grammar for "how long ago" everywhere (2d, 15m, RFC 3339, unix s)
 
 Production reads the system clock. A test (or the demo's simulated history)
 hands in its own, for the whole process or for a block::
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import time
 from collections.abc import Iterator
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock", "FixedClock", "now", "utcnow", "today", "iso", "now_iso", "set_clock", "use", "current"]
+__all__ = ["Clock", "SystemClock", "FixedClock", "now", "utcnow", "today", "iso", "now_iso",
+           "parse_duration", "parse_when", "DURATION_HINT", "set_clock", "use", "current"]
 
 
 class Clock(Protocol):
@@ -109,3 +112,43 @@ def iso(ts: float | dt.datetime | None, *, timespec: str = "milliseconds") -> st
 
 def now_iso(*, timespec: str = "milliseconds") -> str:
     return iso(now(), timespec=timespec) or ""
+
+
+# ---------------------------------------------------------------- how long, and since when
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_UNITS = (86400, 3600, 60, 1)
+DURATION_HINT = "a duration like 45s, 15m, 1h30m, 2d (days, hours, minutes, seconds), an RFC 3339 time or unix seconds"
+
+
+def parse_duration(text: str) -> float:
+    """``"45s"``, ``"15m"``, ``"1h30m"``, ``"2d"``, ``"1.5h"`` -> seconds; ConfigError for anything else."""
+    from jobrunbook._exceptions import ConfigError
+
+    m = _DURATION.match(str(text).strip().replace(" ", ""))
+    if not m or not any(m.groups()):
+        raise ConfigError(f"{str(text)[:40]!r} is not a duration", hint=DURATION_HINT)
+    return sum(float(g) * unit for g, unit in zip(m.groups(), _UNITS, strict=True) if g)
+
+
+def parse_when(text: str | float | None, *, now: float | None = None) -> float | None:
+    """A moment: a duration ago (``"1h"``, ``"2d"``), an RFC 3339 / ISO time (UTC when it has no zone),
+    or unix seconds -> unix seconds; None for nothing; ConfigError naming the text otherwise."""
+    from jobrunbook._exceptions import ConfigError
+
+    if text is None or text == "":
+        return None
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    text = str(text).strip()
+    if _DURATION.match(text.replace(" ", "")) and any(_DURATION.match(text.replace(" ", "")).groups()):
+        return (now if now is not None else _current.time()) - parse_duration(text)
+    if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
+        return float(text)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"cannot read the time {text[:40]!r}", hint=DURATION_HINT) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()

@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from jobrunbook._exceptions import ConfigError, redact_url
+from jobrunbook._exceptions import ConfigError
+from jobrunbook._urls import redact_url
 
 __all__ = ["Lines", "read_config_file", "find_secrets", "unknown_key_error", "SECRET_KEY_WORDS"]
 

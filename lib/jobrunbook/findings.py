@@ -83,7 +83,7 @@ def write_findings(section: str, data: Mapping[str, Any], run_dir: str | os.Path
     defaults to ``$JOBRUNBOOK_RUN_DIR``; a notebook run alone with neither
     writes under ``./outputs/adhoc``.
     """
-    from jobrunbook.run.rundir import write_json
+    from jobrunbook.record import write_json
 
     if not _SECTION.match(section or ""):
         raise ConfigError(f"section must look like 05_diagnosis, got {str(section)[:40]!r}")

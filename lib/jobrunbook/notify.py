@@ -3,10 +3,11 @@
 The message is the verdict's headline (severity, failure %, top cause, next
 step, escalation deadline) and the report link. ``Notifier.submit`` hands the
 event to a small thread pool and returns at once: a slow or dead target never
-blocks the webhook receiver or a run. Each POST is retried with exponential
-backoff on connection errors, timeouts, 429 and 5xx; a failure is logged (the
-target's URL reduced to scheme and host: a Slack webhook URL is a secret) and
-counted through ``on_result``.
+blocks the webhook receiver or a run. Each POST is retried by urllib3's
+``Retry`` (through requests' adapter) with exponential backoff on connection
+errors, timeouts, 429 and 5xx, waiting what a ``Retry-After`` asks for; a
+failure is logged (the target's URL reduced to scheme and host: a Slack webhook
+URL is a secret) and counted through ``on_result``.
 """
 
 from __future__ import annotations
@@ -106,16 +107,49 @@ def json_payload(ev: Mapping[str, Any]) -> dict[str, Any]:
     return {"source": "jobrunbook", **ev}
 
 
+def _retry(retries: int, backoff: float, sleep: Callable[[float], None]):
+    """urllib3's Retry for a notification POST: 429/5xx and connection errors, ``backoff * 2**(n-1)`` between
+    tries (Retry-After first, when the target sends one), every wait through ``sleep``."""
+    from itertools import takewhile
+
+    from urllib3.util.retry import Retry
+
+    class _Retry(Retry):
+        def get_backoff_time(self) -> float:
+            n = len(list(takewhile(lambda h: h.redirect_location is None, reversed(self.history))))
+            return 0.0 if n == 0 else float(min(self.backoff_max, self.backoff_factor * 2 ** (n - 1)))
+
+        def sleep_for_retry(self, response=None) -> bool:
+            after = self.get_retry_after(response) if response is not None else None
+            if after:
+                sleep(after)
+                return True
+            return False
+
+        def _sleep_backoff(self) -> None:
+            wait = self.get_backoff_time()
+            if wait > 0:
+                sleep(wait)
+
+    return _Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=backoff,
+                  status_forcelist=(429, *range(500, 600)), allowed_methods=frozenset({"POST"}),
+                  raise_on_status=False, respect_retry_after_header=True)
+
+
 class Notifier:
     """Send each event to every target in the background, with retries; ``on_result(target, outcome)``."""
 
-    def __init__(self, targets: list[Target], *, post: Callable[..., Any] | None = None, retries: int = 3,
-                 backoff: float = 1.0, timeout: float = 5.0, sleep: Callable[[float], None] = time.sleep,
-                 on_result: Callable[[str, str], None] | None = None, max_workers: int = 2) -> None:
+    def __init__(self, targets: list[Target], *, retries: int = 3, backoff: float = 1.0, timeout: float = 5.0,
+                 sleep: Callable[[float], None] = time.sleep, on_result: Callable[[str, str], None] | None = None,
+                 max_workers: int = 2) -> None:
+        from requests.adapters import HTTPAdapter
+
         self.targets = list(targets)
+        self.retries, self.timeout = retries, timeout
         self._session = requests.Session()
-        self._post = post or self._session.post
-        self.retries, self.backoff, self.timeout, self._sleep = retries, backoff, timeout, sleep
+        adapter = HTTPAdapter(max_retries=_retry(retries, backoff, sleep))
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         self.on_result = on_result or (lambda target, outcome: None)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="jobrunbook-notify")
 
@@ -125,22 +159,18 @@ class Notifier:
 
     def send_one(self, target: Target, event: Mapping[str, Any]) -> bool:
         body = slack_payload(event) if target.kind == "slack" else json_payload(event)
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                resp = self._post(target.url, json=body, timeout=self.timeout)
-            except requests.RequestException as exc:
-                last = type(exc).__name__
-                continue
+        attempts = self.retries + 1
+        try:
+            resp = self._session.post(target.url, json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        else:
             if 200 <= resp.status_code < 300:
                 self.on_result(target.kind, "sent")
                 return True
-            last = f"HTTP {resp.status_code}"
-            if resp.status_code != 429 and resp.status_code < 500:
-                break  # the target refuses this message: retrying will not help
-        log.warning("notification to %s failed after %d attempt(s): %s (run %s)", target.name, attempt + 1, last,
+            retried = getattr(getattr(resp.raw, "retries", None), "history", ())
+            attempts, last = len(retried) + 1, f"HTTP {resp.status_code}"
+        log.warning("notification to %s failed after %d attempt(s): %s (run %s)", target.name, attempts, last,
                     event.get("run_id"))
         self.on_result(target.kind, "failed")
         return False

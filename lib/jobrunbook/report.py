@@ -14,7 +14,6 @@ import base64
 import html
 import json
 import os
-import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -23,7 +22,7 @@ from urllib.parse import quote
 
 from jobrunbook import clock
 from jobrunbook.findings import read_findings, summarize_verdict
-from jobrunbook.run.rundir import read_status
+from jobrunbook.record import read_status
 
 __all__ = ["clean_html", "render_report", "render_index", "write_rca", "verdict_line", "normalise_verdict", "notebook_body"]
 
@@ -131,32 +130,30 @@ def notebook_body(path: Path, exporter: Any = None) -> str:
     return body
 
 
-_DROP_BLOCKS = re.compile(r"<(script|style|iframe|object|embed|template)\b.*?</\1\s*>", re.I | re.S)
+_DROP_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed", "template"})
 _TAGS = frozenset({"a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "details", "div", "dl", "dt",
                    "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre",
                    "s", "small", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot",
                    "th", "thead", "tr", "u", "ul"})
+_ATTRS = {"*": {"class", "id", "title"}, "a": {"href"}, "img": {"alt", "width", "height", "src"},
+          "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan"}, "span": {"style"}, "div": {"style"}}
+_CSS = {"color", "font-size", "font-weight", "background-color", "text-align", "font-family"}
 
 
-def _img_attr(tag: str, name: str, value: str) -> bool:
+def _attribute(tag: str, name: str, value: str) -> str | None:
     # an image may only be inline: a remote src would load from the network (and stall offline)
-    return name in ("alt", "width", "height") or (name == "src" and value.startswith("data:image/"))
-
-
-_ATTRS = {"*": ["class", "id", "title"], "a": ["href"], "img": _img_attr,
-          "td": ["colspan", "rowspan"], "th": ["colspan", "rowspan"], "span": ["style"], "div": ["style"]}
+    if tag == "img" and name == "src" and not value.startswith("data:image/"):
+        return None
+    return value
 
 
 def clean_html(text: str) -> str:
-    """Sanitise HTML from notebooks: an allowlist of tags, inline images only, links not loaded."""
-    import bleach
-    from bleach.css_sanitizer import CSSSanitizer
+    """Sanitise HTML from notebooks (nh3): an allowlist of tags and CSS properties, inline images only."""
+    import nh3
 
-    text = _DROP_BLOCKS.sub("", str(text))
-    css = CSSSanitizer(allowed_css_properties=["color", "font-size", "font-weight", "background-color",
-                                               "text-align", "font-family"])
-    return bleach.clean(text, tags=_TAGS, attributes=_ATTRS, protocols=["http", "https", "mailto", "data"],
-                        strip=True, strip_comments=True, css_sanitizer=css)
+    return nh3.clean(str(text), tags=set(_TAGS), clean_content_tags=set(_DROP_WITH_CONTENT), attributes=_ATTRS,
+                     attribute_filter=_attribute, url_schemes={"http", "https", "mailto", "data"},
+                     filter_style_properties=_CSS, strip_comments=True, link_rel=None)
 
 
 def _exporter():
@@ -250,6 +247,20 @@ def _md(value: Any) -> str:
     return html.escape(_text(value, 500), quote=False).replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
 
+def _resolution_lines(closing: Mapping[str, Any]) -> list[str]:
+    """The Resolution section of rca.md: when Alertmanager resolved it, and the failure ratio then."""
+    v = closing.get("failure_ratio_now")
+    now = f"{v * 100:.2f} %" if isinstance(v, int | float) else "unknown"
+    rows = [f"| {_md(name)} | {t * 100:.0f} % | {'below' if b else 'above' if b is False else 'unknown'} |"
+            for (name, t), b in zip((closing.get("thresholds") or {}).items(), (closing.get("below") or {}).values(),
+                                    strict=False)]
+    return ["## Resolution", "",
+            f"Alertmanager sent resolved at {_md(closing.get('resolved_at'))}; time to resolve: "
+            f"{_md(closing.get('time_to_resolve_s'))} s.", "",
+            f"Failure ratio now: **{now}** ({_md(closing.get('failure_ratio_source'))}, checked "
+            f"{_md(closing.get('checked_at'))}).", "", "| threshold | value | now |", "|---|---|---|", *rows, ""]
+
+
 def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = None) -> Path:
     """Write ``run_dir/rca.md``: timeline, figures, cause, actions, for the post-incident review."""
     run_dir = Path(run_dir)
@@ -299,6 +310,8 @@ def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = 
                          f"{'(dry run)' if rec.get('dry_run') else ''}")
     lines += ["", "## Escalation", "", f"Deadline {_md(v['deadline'])}; next step: {_md(v['next_step'])}; "
               f"who: {_md(v['who'])}", "", f"Report: report.html (run {_md(status.get('run_id'))})", ""]
+    if isinstance(status.get("closing"), Mapping):
+        lines += _resolution_lines(status["closing"])
     out = run_dir / "rca.md"
     out.write_text("\n".join(lines), encoding="utf-8")
     return out

@@ -36,6 +36,7 @@ from google.protobuf.message import DecodeError
 from jobrunbook._exceptions import RedisUnavailable
 from jobrunbook.asynq import asynq_pb2, keys
 from jobrunbook.asynq.connection import describe_client, translate_errors
+from jobrunbook.asynq.messages import asynq_time
 from jobrunbook.fingerprint import fingerprint
 
 __all__ = ["FailureGroup", "FailureAggregate", "aggregate_failures", "OTHER", "BATCH_LUA", "DEFAULT_BATCH"]
@@ -70,11 +71,9 @@ class FailureGroup:
     example_error: str
 
     def to_record(self) -> dict:
-        from jobrunbook.asynq.inspector import iso
-
         d = asdict(self)
-        d["first_failed_at_iso"] = iso(self.first_failed_at)
-        d["last_failed_at_iso"] = iso(self.last_failed_at)
+        d["first_failed_at_iso"] = asynq_time(self.first_failed_at)
+        d["last_failed_at_iso"] = asynq_time(self.last_failed_at)
         d["retried"] = {str(k): v for k, v in sorted(self.retried.items())}
         return d
 

@@ -12,25 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import unquote, urlsplit
 
 import redis
 
-from jobrunbook._exceptions import ConfigError, RedisUnavailable, redact_url
+from jobrunbook._exceptions import ConfigError, RedisUnavailable
+from jobrunbook._urls import redact_url, url_password
 
 __all__ = ["connect", "describe_client", "translate_errors", "PASSWORD_ENV", "DEFAULT_TIMEOUT"]
 
 PASSWORD_ENV = "JOBRUNBOOK_REDIS_PASSWORD"
 DEFAULT_TIMEOUT = 5.0
-
-
-def _url_password(url: str) -> str | None:
-    netloc = urlsplit(url).netloc
-    if "@" not in netloc:
-        return None
-    userinfo = netloc.rpartition("@")[0]
-    user, sep, password = userinfo.partition(":")
-    return unquote(password) if sep else unquote(user)
 
 
 def _scrub(text: str, secret: str | None) -> str:
@@ -53,7 +44,7 @@ def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
     refuses the password; no message contains the password.
     """
     shown = redact_url(url)
-    password = _url_password(url) or None
+    password = url_password(url) or None
     kwargs: dict = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "decode_responses": False}
     env_password = os.environ.get(PASSWORD_ENV)
     if password is None and env_password:

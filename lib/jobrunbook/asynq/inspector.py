@@ -25,7 +25,7 @@ import redis
 from jobrunbook._exceptions import ConfigError, NotFound
 from jobrunbook.asynq import keys
 from jobrunbook.asynq.connection import translate_errors
-from jobrunbook.asynq.messages import decode_server, decode_task, decode_worker
+from jobrunbook.asynq.messages import asynq_time, decode_server, decode_task, decode_worker
 
 __all__ = ["Inspector", "QueueInfo", "TaskInfo", "DailyStat", "History", "ServerInfo", "WorkerInfo",
            "redact_payload", "iso"]
@@ -119,11 +119,7 @@ _TASK_SAMPLE = 20   # asynq's taskSampleSize
 _GROUP_SAMPLE = 5   # asynq's groupSampleSize
 
 
-def iso(ts: float | int | None) -> str | None:
-    """Unix seconds -> ``2026-11-29T19:26:26Z`` (None for 0/None), as asynq's JSON shows times."""
-    if not ts:
-        return None
-    return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+iso = asynq_time  # the times of asynq's Inspector JSON
 
 
 def redact_payload(payload: bytes):

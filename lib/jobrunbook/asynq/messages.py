@@ -13,7 +13,14 @@ from google.protobuf.message import DecodeError
 
 from jobrunbook.asynq import asynq_pb2
 
-__all__ = ["TaskMessage", "decode_task", "encode_task", "decode_server", "decode_worker"]
+__all__ = ["TaskMessage", "decode_task", "encode_task", "decode_server", "decode_worker", "asynq_time"]
+
+
+def asynq_time(ts: float | int | None) -> str | None:
+    """Unix seconds as asynq's JSON shows a time (``2026-11-29T19:26:26Z``); 0 (unset in asynq) is None."""
+    from jobrunbook.clock import iso
+
+    return iso(int(ts), timespec="seconds") if ts else None
 
 
 @dataclass(slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from jobrunbook._exceptions import JobrunbookError
@@ -159,9 +158,9 @@ def render_text(summary: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", default=os.environ.get("JOBRUNBOOK_REDIS_URL"),
-                        help="asynq's Redis, e.g. redis://HOST:6379/0 (default $JOBRUNBOOK_REDIS_URL; "
-                             "a password can come from $JOBRUNBOOK_REDIS_PASSWORD)")
+    from jobrunbook.config_cli import add_source_flags
+
+    add_source_flags(parser, "redis")
     parser.add_argument("--queue", help="one queue only (default: every queue)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds before any Redis call gives up")
@@ -172,10 +171,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     from jobrunbook._exceptions import ConfigError
     from jobrunbook.asynq.connection import connect
+    from jobrunbook.config_cli import resolve_sources
 
-    if not args.redis_url:
+    src = resolve_sources(args)
+    if not src.settings.redis_url:
         raise ConfigError("no Redis URL", hint="pass --redis-url redis://HOST:PORT/DB or set JOBRUNBOOK_REDIS_URL")
-    client = connect(args.redis_url, timeout=args.timeout)
+    client = connect(src.settings.redis_url_with_secret(src.env), timeout=args.timeout)
     summary = summarize(Inspector(client), args.queue, top=args.top, health=not args.no_health)
     if args.json:
         json.dump(summary, sys.stdout, indent=2, default=str)

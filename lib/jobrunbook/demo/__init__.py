@@ -28,6 +28,8 @@ import redis
 
 from jobrunbook import clock
 from jobrunbook._exceptions import JobrunbookError
+from jobrunbook.clock import iso
+from jobrunbook.config import Settings
 from jobrunbook.demo.heartbeat import Heartbeater
 from jobrunbook.demo.logs import WorkerLog
 from jobrunbook.demo.metrics import DemoHTTPServer, WorkerMetrics
@@ -35,7 +37,7 @@ from jobrunbook.demo.prometheus import DemoPrometheus, MetricsRecorder, find_bin
 from jobrunbook.demo.scenarios import PG_ADDR, SCENARIOS, Scenario, get_scenario
 from jobrunbook.demo.server import PrivateRedis, RefusingPort, start_redis
 from jobrunbook.demo.worker import Timeline, Worker
-from jobrunbook.demo.writer import build_alert, iso, measure_truth, write_history
+from jobrunbook.demo.writer import build_alert, measure_truth, write_history
 
 __all__ = ["Demo", "start_demo", "SCENARIOS", "Scenario", "get_scenario", "DEFAULT_STATE_DIR", "REAL_POSTGRES_DSN"]
 
@@ -165,6 +167,16 @@ class Demo:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def source_settings(self) -> dict:
+        """The incident's sources as settings (what ``make demo`` runs the runbook with), never a secret."""
+        return {"redis_url": self.redis_url, "metrics_url": self.metrics_url,
+                "prometheus_url": self.prometheus_url or "", "log_source": "file", "log_path": str(self.log_path),
+                "health_urls": {"partner-api": self.external_health_url}}
+
+    def settings(self) -> Settings:
+        """``Settings`` pointing at this incident (the configuration's other settings left at their defaults)."""
+        return Settings().replace(**self.source_settings())
+
     # -- records ----------------------------------------------------------------
     def info(self) -> dict:
         """The content of demo.json."""
@@ -190,6 +202,8 @@ class Demo:
             "deploy_at": iso(self.timeline.deploy_at),
             "truth": self.truth,
             "demo_pid": os.getpid(),
+            # a notebook opened alone runs against these (jobrunbook.sections.context)
+            "sources": self.settings().public(),
         }
 
     def write_records(self) -> None:

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from jobrunbook._paths import absolute
+from jobrunbook.config_cli import add_source_flags
 from jobrunbook.demo import DEFAULT_STATE_DIR, SCENARIOS, Demo, start_demo
 
 __all__ = ["add_arguments", "command", "render_summary"]
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only stand up the incident; do not run the runbook against it")
     parser.add_argument("--no-prometheus", dest="prometheus", action="store_false",
                         help="do not start the demo's own Prometheus (default: started when on PATH)")
+    add_source_flags(parser, targets=False)
 
 
 def render_summary(demo: Demo) -> str:
@@ -69,10 +71,16 @@ def render_summary(demo: Demo) -> str:
     return "\n".join(head) + text
 
 
-def run_runbook(demo: Demo, notebooks: Path) -> int:
-    """Run the whole runbook against the demo's alert, as Alertmanager's webhook would; print the report's path."""
+def run_runbook(demo: Demo, notebooks: Path, args: argparse.Namespace | None = None) -> int:
+    """Run the whole runbook against the demo's alert, as Alertmanager's webhook would; print the report's path.
+
+    The sources are the incident's own, on top of the configuration (the config file and ``JOBRUNBOOK_*``
+    settings other than the sources still apply, e.g. metric names).
+    """
+    from jobrunbook.config_cli import resolve_sources
     from jobrunbook.run import execute_run, params_from_alert
     from jobrunbook.run.cli import print_progress
+    from jobrunbook.run.params import kernel_env
 
     if not notebooks.is_dir():
         print(f"no notebooks at {notebooks}: run from the project's folder or pass --notebooks", file=sys.stderr)
@@ -81,10 +89,11 @@ def run_runbook(demo: Demo, notebooks: Path) -> int:
     outputs = demo.state_dir.parent
     print(f"\nrunning the runbook for {alert['labels'].get('alertname')} "
           f"{alert['labels'].get('queue')}/{alert['labels'].get('task_type')} ...", flush=True)
-    params = params_from_alert(alert, outputs_dir=str(outputs), redis_url=demo.redis_url,
-                               metrics_url=demo.metrics_url, prometheus_url=demo.prometheus_url or "",
-                               log_source=str(demo.log_path))
-    env = {"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn, "JOBRUNBOOK_DEMO_JSON": str(demo.demo_json)}
+    src = resolve_sources(args or argparse.Namespace(), labels={}, extra=demo.source_settings())
+    settings = src.config.base  # the incident's sources: no target of the configuration applies to the demo
+    params = params_from_alert(alert, settings)
+    env = {**kernel_env(settings, src.env), settings.postgres_dsn_env: demo.postgres_dsn,
+           "JOBRUNBOOK_DEMO_JSON": str(demo.demo_json)}
     run = execute_run(params, notebooks_dir=notebooks, outputs_dir=outputs, alert=alert, env=env,
                       on_progress=print_progress(sys.stdout))
     print(f"\nverdict: {run.headline}")
@@ -105,7 +114,7 @@ def command(args: argparse.Namespace) -> int:
             args.port_file.parent.mkdir(parents=True, exist_ok=True)
             args.port_file.write_text(json.dumps(demo.info(), indent=2) + "\n")
         print(render_summary(demo), flush=True)
-        code = run_runbook(demo, args.notebooks) if args.run else 0
+        code = run_runbook(demo, args.notebooks, args) if args.run else 0
         if args.once:
             return code
         print("\nthe incident is live (the worker keeps processing); Ctrl-C to stop", flush=True)

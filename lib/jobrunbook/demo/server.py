@@ -1,9 +1,10 @@
-"""A private Redis for the demo: ``redis-server`` on a free port, or an embedded one.
+"""A private Redis: ``redis-server`` on a free port (or an embedded one), for the demo, the tests and the benchmarks.
 
 Never the machine's shared 6379: the port is a free one chosen by the kernel,
-bound to 127.0.0.1, with persistence off (``--save ''``). Without a
-``redis-server`` binary on PATH, fakeredis's TCP server (with Lua) is used, and
-the demo says so on stderr. fakeredis has no ``MEMORY USAGE`` (which the
+bound to 127.0.0.1, with persistence off (``--save ''``); ``password`` and
+``extra_args`` (``--slowlog-log-slower-than 0`` for a benchmark) as asked.
+Without a ``redis-server`` binary on PATH, fakeredis's TCP server (with Lua)
+is used when ``embedded`` allows it, and the demo says so on stderr. fakeredis has no ``MEMORY USAGE`` (which the
 inspector's memory figure calls, from Lua): the embedded server answers it with
 an estimate from the value's size, so every count is exact and only the memory
 figure is approximate.
@@ -58,22 +59,26 @@ class RefusingPort:
 class PrivateRedis:
     """A running private Redis; ``url``, ``kind`` ("redis-server" | "embedded"), ``pid``, ``stop()``."""
 
-    def __init__(self, port: int, kind: str, proc: subprocess.Popen | None = None, embedded=None) -> None:
+    def __init__(self, port: int, kind: str, proc: subprocess.Popen | None = None, embedded=None,
+                 password: str | None = None) -> None:
         self.port = port
         self.kind = kind
         self.proc = proc
+        self.password = password
         self._embedded = embedded
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10, socket_connect_timeout=5)
+    def client(self, **kwargs) -> redis.Redis:
+        kw = {"socket_timeout": 10, "socket_connect_timeout": 5, **kwargs}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kw)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -153,19 +158,27 @@ def _start_embedded(port: int) -> PrivateRedis:
     return PrivateRedis(port, "embedded", embedded=server)
 
 
-def start_redis(state_dir: Path, binary: str | None = None) -> PrivateRedis:
-    """Start the demo's Redis; ``binary`` defaults to ``redis-server`` on PATH."""
+def start_redis(state_dir: Path, binary: str | None = None, *, password: str | None = None,
+                extra_args: tuple[str, ...] = (), embedded: bool = True) -> PrivateRedis:
+    """Start a private Redis; ``binary`` defaults to ``redis-server`` on PATH.
+
+    ``embedded=False`` (the tests: a real server or nothing) raises ConfigError when there is no binary.
+    """
     port = free_port()
     binary = binary or shutil.which("redis-server")
     if binary is None:
+        if not embedded:
+            raise ConfigError("redis-server not on PATH", hint="run `bash scripts/system-deps.sh` "
+                                                               "(Debian package redis-server)")
         print("jobrunbook demo: no redis-server on PATH; using an embedded Redis (fakeredis) instead",
               file=sys.stderr)
         server = _start_embedded(port)
     else:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
         args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(state_dir), "--daemonize", "no", "--loglevel", "warning", "--protected-mode", "yes"]
+                "--dir", str(state_dir), "--daemonize", "no", "--loglevel", "warning", "--protected-mode", "yes",
+                *(["--requirepass", password] if password else []), *extra_args]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        server = PrivateRedis(port, "redis-server", proc=proc)
+        server = PrivateRedis(port, "redis-server", proc=proc, password=password)
     _wait_ready(server)
     return server

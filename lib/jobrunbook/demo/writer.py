@@ -20,18 +20,14 @@ import redis
 
 from jobrunbook.asynq import keys
 from jobrunbook.asynq.messages import decode_task
+from jobrunbook.clock import iso
 from jobrunbook.demo.scenarios import CAUSES, QUEUES, TASK_TYPES, Scenario, classify_error
+from jobrunbook.diagnosis.causes import ALERTS
 
-__all__ = ["write_history", "build_alert", "measure_truth", "iso", "HISTORY_DAYS"]
+__all__ = ["write_history", "build_alert", "measure_truth", "HISTORY_DAYS"]
 
 HISTORY_DAYS = 7
 _DAY = 86400
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _queue_rates(rate: float) -> dict[str, float]:
@@ -90,13 +86,13 @@ def build_alert(attempts: list[tuple[float, str, str, bool]], scenario: Scenario
             c[0] += 1
             c[1] += 0 if ok else 1
     ratios = {k: f / n for k, (n, f) in counts.items() if n}
-    firing = sorted((k for k, r in ratios.items() if r > 0.25), key=lambda k: -ratios[k])
-    alertname, severity, threshold, held = "JobFailureRateCritical", "critical", 0.25, "2m"
-    if not firing:
-        firing = sorted((k for k, r in ratios.items() if r > 0.10), key=lambda k: -ratios[k])
-        alertname, severity, threshold, held = "JobFailureRate", "warning", 0.10, "5m"
-    if not firing:
-        firing = [scenario.alert_target]
+    rule, firing = ALERTS["JobFailureRate"], [scenario.alert_target]
+    for candidate in sorted(ALERTS.values(), key=lambda a: -a.threshold):  # the critical alert first
+        over = sorted((k for k, r in ratios.items() if r > candidate.threshold), key=lambda k: -ratios[k])
+        if over:
+            rule, firing = candidate, over
+            break
+    alertname, severity, threshold, held = rule.name, rule.severity, rule.threshold, rule.held
     gen = "http://127.0.0.1:9090/graph?g0.expr=" + quote_plus(_expr(threshold)) + "&g0.tab=1"
     alerts = []
     for queue, task_type in firing:

@@ -12,7 +12,34 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Cause", "CAUSES", "CAUSES_BY_KEY", "match_cause", "UNKNOWN"]
+__all__ = ["Cause", "CAUSES", "CAUSES_BY_KEY", "match_cause", "UNKNOWN", "RunbookAlert", "ALERTS",
+           "SERVED_ALERTNAMES", "THRESHOLDS", "NORMAL_RATIO", "alert_for_severity"]
+
+
+@dataclass(frozen=True)
+class RunbookAlert:
+    """One of the runbook's alerts: it fires when the failure ratio stays over ``threshold`` for ``held``."""
+
+    name: str
+    severity: str
+    threshold: float
+    held: str  # Prometheus duration, as in the rule's ``for:``
+    held_text: str  # the same for people
+
+
+# The runbook's Alerts table (and deploy/prometheus/job-failure-rate.rules.yml)
+ALERTS: dict[str, RunbookAlert] = {a.name: a for a in (
+    RunbookAlert("JobFailureRate", "warning", 0.10, "5m", "5 min"),
+    RunbookAlert("JobFailureRateCritical", "critical", 0.25, "2m", "2 min"),
+)}
+SERVED_ALERTNAMES = tuple(ALERTS)
+THRESHOLDS = {a.severity: a.threshold for a in ALERTS.values()}
+NORMAL_RATIO = 0.05  # Quick Response Checklist, Resolve: "failure rate back under 5 %"
+
+
+def alert_for_severity(severity: str | None) -> RunbookAlert:
+    """The runbook alert of ``severity`` (warning when unknown)."""
+    return next((a for a in ALERTS.values() if a.severity == (severity or "").lower()), ALERTS["JobFailureRate"])
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from jobrunbook import clock
-from jobrunbook._paths import absolute
+from jobrunbook._paths import absolute, absolute_log_source
+from jobrunbook.config_cli import add_source_flags, resolve_sources
 from jobrunbook.diagnosis.gather import command_values, evidence_from_findings, gather_findings
 from jobrunbook.diagnosis.rank import Diagnosis, diagnose
 
@@ -15,15 +15,12 @@ __all__ = ["add_arguments", "command", "render_text"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=os.environ.get("JOBRUNBOOK_REDIS_URL"),
-                   help="asynq's Redis (password from JOBRUNBOOK_REDIS_PASSWORD)")
-    p.add_argument("--metrics-url", help="the worker's /metrics")
-    p.add_argument("--log-file", type=absolute, help="the worker's log file")
-    p.add_argument("--health-url", action="append", default=[], help="an external API's health URL (repeatable)")
-    p.add_argument("--alertmanager-url", help="Alertmanager, for related alerts")
+    add_source_flags(p, "redis", "metrics", "alertmanager", "health", "timeout")
+    p.add_argument("--log-file", type=absolute, help="the worker's log file (short for --log-source FILE)")
+    p.add_argument("--log-source", type=absolute_log_source, default=None,
+                   help="worker logs: a file, docker:NAME, k8s:deployment/NAME[@NS] or command:ARGV")
     p.add_argument("--alert", type=absolute, help="an Alertmanager webhook body (JSON file): severity and startsAt of the first alert")
-    p.add_argument("--task-timeout", type=float, default=None, help="task timeout in seconds, for the duration check")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds each source may take")
+    p.add_argument("--timeout", type=float, default=None, help="seconds each source may take (default: source_timeout_s)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -44,13 +41,19 @@ def _alert_from_file(path: str | None) -> dict:
 
 
 def command(args: argparse.Namespace) -> int:
-    findings = gather_findings(redis_url=args.redis_url, metrics_url=args.metrics_url, log_file=args.log_file,
-                               postgres_dsn=os.environ.get("JOBRUNBOOK_POSTGRES_DSN"),
-                               health_urls=args.health_url, alertmanager_url=args.alertmanager_url,
-                               alert=_alert_from_file(args.alert), task_timeout_s=args.task_timeout,
-                               timeout=args.timeout)
-    values = command_values(postgres_dsn=os.environ.get("JOBRUNBOOK_POSTGRES_DSN"), health_urls=args.health_url,
-                            metrics_url=args.metrics_url)
+    alert = _alert_from_file(args.alert)
+    src = resolve_sources(args, labels={k: v for k, v in alert.items() if k not in ("startsAt", "status")} or None)
+    s, env = src.settings, src.env
+    health = list(s.health_urls_with_secret(env).values())
+    findings = gather_findings(redis_url=s.redis_url_with_secret(env) if s.redis_url else None,
+                               metrics_url=s.url_with_secret("metrics_url", env) or None,
+                               logs=s.log_args() or None, postgres_dsn=s.postgres_dsn(env),
+                               health_urls=health, alertmanager_url=s.url_with_secret("alertmanager_url", env) or None,
+                               alert=alert, task_timeout_s=s.task_timeout_s, timeout=args.timeout or s.source_timeout_s)
+    values = command_values(postgres_dsn=s.postgres_dsn(env), health_urls=health,
+                            metrics_url=s.public()["metrics_url"] or None,
+                            names={"deployment": s.worker_deployment, "container": s.worker_container,
+                                   "namespace": s.namespace or "default"})
     result = diagnose(evidence_from_findings(findings, settings=values), now=clock.now())
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))

@@ -147,8 +147,15 @@ def _section(result, keep: tuple[str, ...]) -> dict[str, Any]:
 def gather_findings(*, redis_url: str | None, metrics_url: str | None = None, log_file: str | None = None,
                     postgres_dsn: str | None = None, health_urls: list[str] | None = None,
                     alertmanager_url: str | None = None, alert: dict[str, Any] | None = None,
-                    task_timeout_s: float | None = None, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
-    """Read every configured source now and return findings as the sections write them."""
+                    task_timeout_s: float | None = None, timeout: float = 5.0,
+                    logs: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Read every configured source now and return findings as the sections write them.
+
+    ``logs`` is where the worker's log is, as ``collect_worker_logs`` takes it (``{"kind": "docker",
+    "container": "worker"}``); ``log_file`` is the short form for a file.
+    """
+    if log_file and not logs:
+        logs = {"kind": "file", "path": log_file}
     from jobrunbook._exceptions import JobrunbookError
 
     findings: dict[str, dict[str, Any]] = {"alert": {"alert": dict(alert or {})}}
@@ -169,10 +176,10 @@ def gather_findings(*, redis_url: str | None, metrics_url: str | None = None, lo
 
         findings["metrics"] = _section(collect_worker_metrics(metrics_url, task_timeout_s=task_timeout_s,
                                                               timeout=timeout), ("failure", "durations"))
-    if log_file:
+    if logs:
         from jobrunbook.sources import collect_worker_logs
 
-        findings["logs"] = _section(collect_worker_logs("file", path=log_file, since="24h"), ("groups", "panics"))
+        findings["logs"] = _section(collect_worker_logs(since="24h", **logs), ("groups", "panics", "restarts"))
     if postgres_dsn or health_urls or redis_url:
         from jobrunbook.sources import probe_dependencies
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunbook import clock
-from jobrunbook.diagnosis.causes import CAUSES, UNKNOWN, Cause, match_cause
+from jobrunbook.diagnosis.causes import CAUSES, NORMAL_RATIO, UNKNOWN, Cause, match_cause
 from jobrunbook.diagnosis.commands import render_actions
 from jobrunbook.diagnosis.escalation import checklist, escalation, incident_update
 from jobrunbook.diagnosis.evidence import ErrorGroup, Evidence
@@ -18,7 +18,6 @@ __all__ = ["diagnose", "RankedCause", "Diagnosis", "NEW_WINDOW_S"]
 
 # an error group first seen less than this before the alert started is "new"
 NEW_WINDOW_S = 30 * 60
-NORMAL_RATIO = 0.05
 
 _DEP_KINDS = (
     ("postgres", re.compile(r":5432\b|postgres|\bpq: |pgx|sql: ", re.I)),

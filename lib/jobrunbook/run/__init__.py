@@ -22,11 +22,11 @@ _EXPORTS = {
     "params_from_alert": "jobrunbook.run.params",
     "params_from_labels": "jobrunbook.run.params",
     "params_from_webhook": "jobrunbook.run.params",
-    "split_secrets": "jobrunbook.run.params",
+    "kernel_env": "jobrunbook.run.params",
     "create_run_dir": "jobrunbook.run.rundir",
     "discover_notebooks": "jobrunbook.run.rundir",
     "make_run_id": "jobrunbook.run.rundir",
-    "read_status": "jobrunbook.run.rundir",
+    "read_status": "jobrunbook.record",
     "safe_component": "jobrunbook.run.rundir",
 }
 
@@ -42,7 +42,7 @@ __all__ = [
     "params_from_alert",
     "params_from_labels",
     "params_from_webhook",
-    "split_secrets",
+    "kernel_env",
     "create_run_dir",
     "discover_notebooks",
     "make_run_id",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import os
 import threading
 import time
@@ -24,19 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from jobrunbook import clock as _clock
+from jobrunbook._exceptions import ConfigError
 from jobrunbook.findings import RUN_DIR_ENV, read_findings, summarize_verdict, write_findings
 from jobrunbook.kernels import WARMUP_CODE, KernelPool, RunKernelManager, run_silently, shutdown_now
-from jobrunbook.run.params import RunParams, split_secrets
-from jobrunbook.run.rundir import (
-    create_run_dir,
-    discover_notebooks,
-    make_run_id,
-    read_status,
-    write_json,
-    write_status,
-)
+from jobrunbook.record import read_status, write_json, write_status
+from jobrunbook.run.params import RunParams
+from jobrunbook.run.rundir import create_run_dir, discover_notebooks, make_run_id
 
-__all__ = ["Run", "SectionResult", "execute_run", "plan_stages", "set_run_state", "DEFAULT_TIMEOUT", "COMPLETED"]
+__all__ = ["Run", "SectionResult", "execute_run", "plan_stages", "set_run_state", "check_parameters",
+           "declared_parameters", "DEFAULT_TIMEOUT", "COMPLETED"]
 
 DEFAULT_TIMEOUT = 300.0
 COMPLETED = ("ok", "degraded")  # section states of a notebook that ran to its end
@@ -116,9 +111,6 @@ def _execute_one(src: Path, dst: Path, parameters: dict[str, Any], *, env: Mappi
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    # papermill warns for every injected name a notebook does not declare: expected here
-    logging.getLogger("papermill").setLevel(logging.ERROR)
-
     if pool is not None:
         km = pool.acquire()
     else:
@@ -160,6 +152,30 @@ def _execute_one(src: Path, dst: Path, parameters: dict[str, Any], *, env: Mappi
             shutdown_now(km)
 
 
+def check_parameters(notebooks: list[tuple[str, Path]], params: RunParams) -> None:
+    """Refuse a run a notebook would not take whole: every name of ``RunParams`` must be declared in its
+    ``parameters`` cell (papermill itself only warns, and the value would be lost)."""
+    wanted = set(RunParams.model_fields)
+    for _name, path in notebooks:
+        missing = wanted - set(declared_parameters(path))
+        if missing:
+            raise ConfigError(f"notebook {path} does not declare the run parameter(s) {', '.join(sorted(missing))}",
+                              hint="its parameters cell is jobrunbook.run.params.parameters_cell()")
+
+
+_DECLARED: dict[tuple[str, float], tuple[str, ...]] = {}
+
+
+def declared_parameters(path: Path) -> tuple[str, ...]:
+    """The names a notebook's ``parameters`` cell declares (papermill's inspect_notebook), cached by mtime."""
+    key = (str(path), path.stat().st_mtime)
+    if key not in _DECLARED:
+        import papermill
+
+        _DECLARED[key] = tuple(papermill.inspect_notebook(str(path)))
+    return _DECLARED[key]
+
+
 def set_run_state(run_dir: Path, state: str, **extra: Any) -> dict[str, Any]:
     """Update status.json's state (e.g. ``resolved`` by the service) and any extra fields."""
     status = read_status(run_dir)
@@ -185,21 +201,20 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
     earlier sections execute; ``prestart=0`` starts each kernel on demand.
     """
     clock = clock or _clock.utcnow
-    params, secret_env = split_secrets(params)
-    notebooks_dir = Path(notebooks_dir or params.notebooks_dir).resolve()
-    outputs_dir = Path(outputs_dir or params.outputs_dir).resolve()
-    params = params.replace(notebooks_dir=str(notebooks_dir), outputs_dir=str(outputs_dir))
+    notebooks_dir = Path(notebooks_dir or "notebooks").resolve()
+    outputs_dir = Path(outputs_dir or "outputs").resolve()
     notebooks = discover_notebooks(notebooks_dir)
+    check_parameters(notebooks, params)
     t_start = clock()
     run_dir = create_run_dir(outputs_dir, make_run_id(params.alertname, params.queue, params.fingerprint,
                                                       now=t_start))
     run_id = run_dir.name
-    kernel_env = {**(env or {}), **secret_env, RUN_DIR_ENV: str(run_dir)}
-    injected = params.as_dict() | {"run_id": run_id, "run_dir": str(run_dir)}
-    write_json(run_dir / "alert.json", dict(alert) if alert is not None else {"labels": {
-        k: v for k, v in params.as_dict().items() if k in ("alertname", "severity", "queue", "task_type",
-                                                            "component")}, "startsAt": params.starts_at,
-        "status": params.status, "fingerprint": params.fingerprint, "source": "labels"})
+    kernel_env = {**(env or {}), RUN_DIR_ENV: str(run_dir)}
+    params = params.replace(run_dir=str(run_dir))
+    injected = params.as_dict()
+    write_json(run_dir / "alert.json", dict(alert) if alert is not None else {
+        "labels": params.labels, "startsAt": params.starts_at, "status": params.status,
+        "fingerprint": params.fingerprint, "source": "labels"})
     write_json(run_dir / "params.json", injected)
 
     results = {name: SectionResult(name, "pending", run_dir / "notebooks" / src.name)

@@ -1,116 +1,75 @@
-"""Alert -> run parameters: validated, size-limited, never a secret.
+"""Alert -> run parameters: one typed model, validated, size-limited, never a secret.
 
-The labels of an Alertmanager alert are untrusted input. ``RunParams`` keeps
-only the fields the notebooks use, as plain strings of bounded length with
-control characters replaced; the Redis URL loses its password, which travels
-to the kernels in ``$JOBRUNBOOK_REDIS_PASSWORD`` (see ``split_secrets``).
+The chain, one shape at each step::
+
+    Settings (config file < JOBRUNBOOK_* < flags, resolved once at the edge: jobrunbook.config_cli)
+      -> RunParams (this module: the alert's fields, its labels as data, Settings.public() as ``sources``)
+        -> every notebook's parameters cell (the same names and defaults: a test reads them with
+           papermill's inspect_notebook)
+          -> sections.Context (RunParams again, validated; unknown names are an error)
+
+The labels of an Alertmanager alert are untrusted input: ``RunParams`` keeps
+them as data (``labels``), never as parameter names, as plain strings of
+bounded length with control characters replaced. ``sources`` is the public
+form of the settings: URLs without passwords, which reach the kernels only
+through their environment (``kernel_env``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from jobrunbook import clock
 from jobrunbook._exceptions import ConfigError
+from jobrunbook._urls import redact_url
+from jobrunbook.diagnosis.causes import SERVED_ALERTNAMES
 
 __all__ = [
     "RunParams",
     "params_from_alert",
     "params_from_webhook",
     "params_from_labels",
-    "split_secrets",
+    "kernel_env",
+    "parameters_cell",
     "SERVED_ALERTNAMES",
     "MAX_VALUE_CHARS",
-    "MAX_BODY_BYTES",
+    "MAX_LABELS",
 ]
 
-SERVED_ALERTNAMES = ("JobFailureRate", "JobFailureRateCritical")
 MAX_VALUE_CHARS = 256
-MAX_BODY_BYTES = 1 << 20
+MAX_LABELS = 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HEX16 = re.compile(r"^[0-9a-f]{8,64}$")
+
+# what each parameter is, as the notebooks' parameters cells say it (no "=": papermill's parser stops at one)
+DESCRIPTIONS = {
+    "alertname": "alert name from the labels",
+    "severity": "warning | critical",
+    "queue": "asynq queue from the alert's labels",
+    "task_type": "asynq task type from the labels (empty: all)",
+    "labels": "every label of the alert, as data",
+    "starts_at": "RFC 3339 UTC start of the alert (empty: unknown)",
+    "fingerprint": "Alertmanager's fingerprint of the alert",
+    "status": "firing | resolved",
+    "sources": "where the evidence lives, Settings.public() (empty: the configuration, else the demo's)",
+    "run_dir": "set by the run engine (empty: outputs/adhoc)",
+}
 
 
-@dataclasses.dataclass(frozen=True)
-class RunParams:
-    """The parameters injected into every section notebook (all strings, no secret)."""
-
-    alertname: str = "JobFailureRate"  # alert name from the labels
-    severity: str = "warning"  # warning | critical
-    queue: str = "default"  # asynq queue from the labels
-    task_type: str = ""  # asynq task type from the labels ("" = all)
-    component: str = "worker"
-    starts_at: str = ""  # RFC 3339 UTC start of the alert
-    fingerprint: str = ""  # Alertmanager fingerprint (hex)
-    status: str = "firing"  # firing | resolved
-    redis_url: str = ""  # asynq Redis, never with a password ("" = $JOBRUNBOOK_REDIS_URL, else the demo's)
-    metrics_url: str = ""  # worker /metrics endpoint
-    prometheus_url: str = ""  # Prometheus base URL
-    log_source: str = ""  # where worker logs come from (file path, docker:NAME, k8s:deploy/NAME)
-    notebooks_dir: str = "notebooks"
-    outputs_dir: str = "outputs"
-
-    def as_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> RunParams:
-        return _build(self.as_dict() | changes)
-
-
-def _clean(name: str, value: Any) -> str:
+def _clean(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise ConfigError(f"parameter {name!r} must be a string, got {type(value).__name__}",
-                          hint="labels and settings are strings")
+        raise ValueError(f"must be a string, got {type(value).__name__}")
     text = _CONTROL.sub("\ufffd", str(value))
     if len(text) > MAX_VALUE_CHARS:
         text = text[: MAX_VALUE_CHARS - 1] + "\u2026"
     return text
-
-
-def _strip_password(url: str) -> tuple[str, str | None]:
-    """``redis://:pw@h:1/0`` -> (``redis://h:1/0``, ``pw``); a bare userinfo in redis URLs is a password."""
-    if not url or "@" not in url:
-        return url, None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ConfigError("a URL setting does not parse", hint="scheme://host:port/path") from None
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user, sep, password = userinfo.partition(":")
-    if not sep and parts.scheme.startswith("redis"):
-        user, password, sep = "", user, ":"
-    if not sep or not password:
-        return url, None
-    netloc = f"{user}@{hostport}" if user else hostport
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), unquote(password)
-
-
-def split_secrets(params: RunParams) -> tuple[RunParams, dict[str, str]]:
-    """Move any password out of the URL settings into environment variables.
-
-    Returns the params without secrets and the environment the kernels need
-    (``JOBRUNBOOK_REDIS_PASSWORD``, the name ``jobrunbook.asynq.connection`` reads).
-    """
-    env: dict[str, str] = {}
-    redis_url, pw = _strip_password(params.redis_url)
-    if pw:
-        env["JOBRUNBOOK_REDIS_PASSWORD"] = pw
-    prom_url, ppw = _strip_password(params.prometheus_url)
-    metrics_url, mpw = _strip_password(params.metrics_url)
-    if ppw:
-        env["JOBRUNBOOK_PROMETHEUS_PASSWORD"] = ppw
-    if mpw:
-        env["JOBRUNBOOK_METRICS_PASSWORD"] = mpw
-    return params.replace(redis_url=redis_url, prometheus_url=prom_url, metrics_url=metrics_url), env
 
 
 def _normalise_time(value: str) -> str:
@@ -119,91 +78,128 @@ def _normalise_time(value: str) -> str:
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"startsAt is not an RFC 3339 time: {value[:40]!r}",
-                          hint="e.g. 2026-11-29T18:30:27.292Z") from None
+        raise ValueError(f"startsAt is not an RFC 3339 time: {value[:40]!r} (e.g. 2026-11-29T18:30:27.292Z)") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _fingerprint(value: str, labels: Mapping[str, str]) -> str:
-    value = value.lower()
-    if _HEX16.match(value):
-        return value
-    blob = json.dumps(dict(sorted(labels.items())), ensure_ascii=False).encode() + value.encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+class RunParams(BaseModel):
+    """The parameters injected into every section notebook (no secret)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alertname: str = "JobFailureRate"
+    severity: str = "warning"
+    queue: str = "default"
+    task_type: str = ""
+    labels: dict[str, str] = {}
+    starts_at: str = ""
+    fingerprint: str = ""
+    status: str = "firing"
+    sources: dict[str, Any] = {}
+    run_dir: str = ""
+
+    @field_validator("alertname", "severity", "queue", "task_type", "fingerprint", "run_dir", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        return _clean(value)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: Any) -> str:
+        text = _clean(value) or "firing"
+        if text not in ("firing", "resolved"):
+            raise ValueError(f"must be firing or resolved, got {text[:40]!r}")
+        return text
+
+    @field_validator("starts_at", mode="before")
+    @classmethod
+    def _starts(cls, value: Any) -> str:
+        return _normalise_time(_clean(value))
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a mapping of label name -> value")
+        if len(value) > MAX_LABELS:
+            raise ValueError(f"more than {MAX_LABELS} labels")
+        return {_clean(k): _clean(v) for k, v in value.items()}
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources(cls, value: Any) -> dict[str, Any]:
+        if not value:
+            return {}
+        from jobrunbook.config import Settings
+
+        return Settings.from_public(dict(value)).public()  # validated, and never a secret
+
+    @property
+    def settings(self):
+        """The ``Settings`` the sources stand for (the configuration's when ``sources`` is empty)."""
+        from jobrunbook.config import Settings, load_settings
+
+        return Settings.from_public(self.sources) if self.sources else load_settings(labels=self.labels)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> RunParams:
+        return build_params(self.model_dump() | changes)
 
 
-def _build(fields: Mapping[str, Any]) -> RunParams:
-    known = {f.name for f in dataclasses.fields(RunParams)}
-    unknown = set(fields) - known
-    if unknown:
-        raise ConfigError(f"unknown run parameter(s): {', '.join(sorted(unknown))[:200]}",
-                          hint=f"known: {', '.join(sorted(known))}")
-    clean = {k: _clean(k, v) for k, v in fields.items()}
-    if "status" in clean and clean["status"] not in ("firing", "resolved"):
-        raise ConfigError(f"status must be firing or resolved, got {clean['status'][:40]!r}")
-    if "starts_at" in clean:
-        clean["starts_at"] = _normalise_time(clean["starts_at"])
-    return RunParams(**clean)
+def build_params(fields: Mapping[str, Any]) -> RunParams:
+    """``RunParams`` from a mapping; any problem (an unknown name too) is a ConfigError naming the parameter."""
+    try:
+        return RunParams.model_validate(dict(fields))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        name = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown run parameter {name!r}", hint="known: " + ", ".join(RunParams.model_fields)) from None
+        raise ConfigError(f"parameter {name!r} {str(err['msg']).removeprefix('Value error, ')}",
+                          hint="labels and settings are strings") from None
+    except ConfigError as exc:
+        raise ConfigError(f"run parameter sources: {exc.message}", hint=exc.hint) from None
 
 
-_LABEL_FIELDS = ("alertname", "severity", "queue", "task_type", "component")
+def params_from_alert(alert: Any, settings: Any = None, *, run_dir: str = "") -> RunParams:
+    """One alert (``webhook.Alert`` or its dict) and the target's ``Settings`` -> ``RunParams``."""
+    from jobrunbook.webhook import Alert, read_webhook
+
+    if not isinstance(alert, Alert):
+        if not isinstance(alert, Mapping):
+            raise ConfigError("an alert must be a JSON object", hint="Alertmanager webhook version 4, alerts[]")
+        alert = read_webhook({"version": "4", "alerts": [dict(alert)]}, source="alert").alerts[0]
+    labels = alert.labels
+    return build_params({
+        "alertname": labels.get("alertname", ""), "severity": labels.get("severity") or "warning",
+        "queue": labels.get("queue") or "default", "task_type": labels.get("task_type", ""), "labels": labels,
+        "starts_at": alert.startsAt, "fingerprint": alert.fingerprint.lower(), "status": alert.status,
+        "sources": settings.public() if settings is not None else {}, "run_dir": run_dir})
 
 
-def params_from_alert(alert: Mapping[str, Any], **settings: str) -> RunParams:
-    """One alert of an Alertmanager webhook (``alerts[i]``) -> ``RunParams``.
+def params_from_webhook(body: Any, *, config: Any = None, alertnames: Iterable[str] | None = None,
+                        include_resolved: bool = False) -> list[RunParams]:
+    """A webhook body (version 4; or one alert) -> one ``RunParams`` per firing alert this runbook serves.
 
-    ``settings`` are the non-secret settings (redis_url, metrics_url, ...).
+    Each alert's own labels are used, not ``commonLabels``, and each gets the
+    settings of the target its labels choose in ``config`` (none: the public
+    form is left empty, the configuration decides later).
     """
-    if not isinstance(alert, Mapping):
-        raise ConfigError("an alert must be a JSON object", hint="Alertmanager webhook version 4, alerts[]")
-    labels = alert.get("labels") or {}
-    if not isinstance(labels, Mapping) or not all(isinstance(k, str) for k in labels):
-        raise ConfigError("alert.labels must be an object of strings")
-    if not labels.get("alertname"):
-        raise ConfigError("alert has no alertname label", hint="labels.alertname")
-    fields: dict[str, Any] = {k: labels.get(k, "") for k in _LABEL_FIELDS}
-    fields["starts_at"] = alert.get("startsAt") or ""
-    fields["status"] = alert.get("status") or "firing"
-    clean_labels = {k: _clean(k, v) for k, v in labels.items() if isinstance(v, str)}
-    fields["fingerprint"] = _fingerprint(_clean("fingerprint", alert.get("fingerprint") or ""), clean_labels)
-    return _build(fields | settings)
+    from jobrunbook.webhook import read_webhook
 
-
-def params_from_webhook(body: Mapping[str, Any] | bytes | str, *, alertnames: Iterable[str] = SERVED_ALERTNAMES,
-                        include_resolved: bool = False, **settings: str) -> list[RunParams]:
-    """An Alertmanager webhook body (version 4) -> one ``RunParams`` per firing alert this runbook serves.
-
-    Each alert's own labels are used, not ``commonLabels``. A single alert
-    object (with ``labels``) is accepted too.
-    """
-    if isinstance(body, bytes | str):
-        if len(body) > MAX_BODY_BYTES:
-            raise ConfigError(f"webhook body is {len(body)} bytes, over the {MAX_BODY_BYTES} limit")
-        try:
-            body = json.loads(body)
-        except ValueError as exc:
-            raise ConfigError(f"webhook body is not JSON: {exc}") from None
-    if not isinstance(body, Mapping):
-        raise ConfigError("webhook body must be a JSON object")
-    if "alerts" not in body and "labels" in body:
-        body = {"version": "4", "alerts": [body]}
-    if str(body.get("version", "4")) != "4":
-        raise ConfigError(f"unsupported webhook version {str(body.get('version'))[:10]!r}", hint="version 4")
-    alerts = body.get("alerts")
-    if not isinstance(alerts, list):
-        raise ConfigError("webhook body has no alerts list", hint="alerts: [...]")
-    wanted = set(alertnames)
+    wanted = set(alertnames or (config.base.served_alertnames if config is not None else SERVED_ALERTNAMES))
     out = []
-    for alert in alerts:
-        p = params_from_alert(alert, **settings)
-        if p.alertname in wanted and (p.status == "firing" or include_resolved):
-            out.append(p)
+    for alert in read_webhook(body).alerts:
+        if alert.alertname in wanted and (alert.status == "firing" or include_resolved):
+            out.append(params_from_alert(alert, config.settings_for(alert.labels) if config is not None else None))
     return out
 
 
-def params_from_labels(pairs: Iterable[str], *, now: datetime | None = None, **settings: str) -> RunParams:
+def params_from_labels(pairs: Iterable[str], settings: Any = None, *, now: datetime | None = None) -> RunParams:
     """``["alertname=JobFailureRate", "queue=default"]`` -> ``RunParams`` (a run started by hand)."""
     labels: dict[str, str] = {}
     for pair in pairs:
@@ -213,10 +209,50 @@ def params_from_labels(pairs: Iterable[str], *, now: datetime | None = None, **s
         labels[key.strip()] = value
     labels.setdefault("alertname", "JobFailureRate")
     labels.setdefault("component", "worker")
-    alert = {
-        "labels": labels,
-        "status": labels.pop("status", "firing"),
-        "startsAt": labels.pop("startsAt", None) or (now or clock.utcnow()).isoformat(),
-        "fingerprint": labels.pop("fingerprint", ""),
-    }
-    return params_from_alert(alert, **settings)
+    status = labels.pop("status", "firing")
+    starts = labels.pop("startsAt", None) or (now or clock.utcnow()).isoformat()
+    fingerprint = labels.pop("fingerprint", "")
+    if not re.fullmatch(r"[0-9a-fA-F]{8,64}", fingerprint):
+        from jobrunbook.webhook import fingerprint_of
+
+        fingerprint = fingerprint_of({_clean(k): _clean(v) for k, v in labels.items()}, fingerprint)
+    return build_params({
+        "alertname": labels["alertname"], "severity": labels.get("severity") or "warning",
+        "queue": labels.get("queue") or "default", "task_type": labels.get("task_type", ""), "labels": labels,
+        "starts_at": starts, "fingerprint": fingerprint.lower(), "status": status,
+        "sources": settings.public() if settings is not None else {}})
+
+
+def kernel_env(settings: Any, env: Mapping[str, str]) -> dict[str, str]:
+    """The secrets a run's kernels need for ``settings``, read from ``env``, by the names the settings give.
+
+    The Redis password (``$<redis_password_env>``), the Postgres DSN
+    (``$<postgres_dsn_env>``), and an HTTP source URL that carries credentials
+    (its ``JOBRUNBOOK_*_URL``, which ``Settings.url_with_secret`` reads back).
+    """
+    from jobrunbook.config import ENV_NAMES
+
+    out: dict[str, str] = {}
+    password = settings.redis_password(env)
+    if password:
+        out[settings.redis_password_env] = password
+    dsn = settings.postgres_dsn(env)
+    if dsn:
+        out[settings.postgres_dsn_env] = dsn
+    for name in ("metrics_url", "prometheus_url", "alertmanager_url"):
+        value = getattr(settings, name)
+        if value and redact_url(value) != value:
+            out[ENV_NAMES[name]] = value
+    if any(redact_url(v) != v for v in settings.health_urls.values()):
+        out[ENV_NAMES["health_urls"]] = ",".join(f"{k}={v}" for k, v in settings.health_urls.items())
+    return out
+
+
+def parameters_cell() -> str:
+    """The source of the parameters cell every section notebook carries: RunParams' names and defaults."""
+    lines = []
+    for name, field in RunParams.model_fields.items():
+        default = field.default
+        kind = type(default).__name__
+        lines.append(f"{name}: {kind} = {json.dumps(default)}  # {DESCRIPTIONS[name]}")
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The run directory: its name, its layout, and its status.json.
+"""The run directory: its name and its layout (its JSON records: jobrunbook.record).
 
     outputs/<UTC YYYYmmddTHHMMSSZ>-<alertname>-<queue>-<fp8>/
         alert.json  params.json  status.json  report.html  rca.md
@@ -9,15 +9,10 @@ The name is made only of ``[A-Za-z0-9._-]`` whatever the labels hold.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 import unicodedata
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from jobrunbook._exceptions import ConfigError, NotFound
 
@@ -26,9 +21,6 @@ __all__ = [
     "safe_component",
     "create_run_dir",
     "discover_notebooks",
-    "write_json",
-    "read_status",
-    "write_status",
     "RUN_STATES",
     "SECTION_STATES",
 ]
@@ -51,20 +43,6 @@ def make_run_id(alertname: str, queue: str, fingerprint: str, *, now: datetime) 
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     fp = safe_component(fingerprint, limit=8, fallback="00000000")
     return f"{stamp}-{safe_component(alertname)}-{safe_component(queue)}-{fp}"
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def create_run_dir(outputs_dir: Path, run_id: str) -> Path:
@@ -94,15 +72,3 @@ def discover_notebooks(notebooks_dir: Path) -> list[tuple[str, Path]]:
     if not found:
         raise NotFound(f"no NN_<section>.ipynb notebook in {notebooks_dir}", hint=f"ls {notebooks_dir}")
     return found
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "status.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotFound(f"no status.json in {run_dir}", hint="is it a run directory?") from None
-
-
-def write_status(run_dir: Path, status: Mapping[str, Any]) -> None:
-    write_json(Path(run_dir) / "status.json", dict(status))

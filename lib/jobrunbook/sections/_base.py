@@ -4,48 +4,121 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jobrunbook import clock
+from jobrunbook.config import Settings
 from jobrunbook.findings import RUN_DIR_ENV, write_findings
+from jobrunbook.run.params import RunParams
 
 __all__ = ["Context", "Section", "context", "gap"]
 
 
 @dataclass
 class Context:
-    """What every section needs: the alert, where the sources are, where the run writes."""
+    """What every section needs: the alert (``RunParams``), where the sources are (``Settings``), where it writes.
 
-    alertname: str = "JobFailureRate"
-    severity: str = "warning"
-    queue: str = "default"
-    task_type: str = ""
-    starts_at: str = ""
-    fingerprint: str = ""
-    status: str = "firing"
-    redis_url: str = ""  # never holds the password: JOBRUNBOOK_REDIS_PASSWORD does
-    metrics_url: str = ""
-    prometheus_url: str = ""
-    alertmanager_url: str = ""
-    log_source: str = ""  # a file path, docker:NAME or k8s:deployment/NAME[@namespace]
-    health_urls: list[str] = field(default_factory=list)
-    task_timeout_s: float | None = None
-    run_dir: Path = Path("outputs/adhoc")
+    URLs a section connects with carry their secrets from the environment
+    (``redis_connect_url``, ``metrics_url``, ...); what a section writes down
+    comes from ``settings.public()``, never from them.
+    """
+
+    params: RunParams
+    settings: Settings
+    run_dir: Path
     now: float = field(default_factory=clock.now)
     demo: dict[str, Any] | None = None
-    names: dict[str, str] = field(default_factory=dict)  # deployment, container, namespace for commands
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    # the alert
+    @property
+    def alertname(self) -> str:
+        return self.params.alertname
 
     @property
-    def postgres_dsn(self) -> str | None:
-        return os.environ.get("JOBRUNBOOK_POSTGRES_DSN") or (self.demo or {}).get("postgres_dsn")
+    def severity(self) -> str:
+        return self.params.severity
+
+    @property
+    def queue(self) -> str:
+        return self.params.queue
+
+    @property
+    def task_type(self) -> str:
+        return self.params.task_type
+
+    @property
+    def starts_at(self) -> str:
+        return self.params.starts_at
+
+    @property
+    def fingerprint(self) -> str:
+        return self.params.fingerprint
+
+    @property
+    def status(self) -> str:
+        return self.params.status
 
     @property
     def alert(self) -> dict[str, Any]:
         return {"alertname": self.alertname, "severity": self.severity, "queue": self.queue,
                 "task_type": self.task_type, "startsAt": self.starts_at, "fingerprint": self.fingerprint,
                 "status": self.status}
+
+    # the sources
+    @property
+    def redis_url(self) -> str:
+        """asynq's Redis as shown: never with its password."""
+        return self.settings.redis_url
+
+    @property
+    def redis_connect_url(self) -> str:
+        """asynq's Redis with the password from the environment: only for connecting."""
+        return self.settings.redis_url_with_secret(self.env) if self.settings.redis_url else ""
+
+    @property
+    def metrics_url(self) -> str:
+        return self.settings.url_with_secret("metrics_url", self.env)
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.settings.url_with_secret("prometheus_url", self.env)
+
+    @property
+    def alertmanager_url(self) -> str:
+        return self.settings.url_with_secret("alertmanager_url", self.env)
+
+    @property
+    def log_source(self) -> str:
+        """A file path, docker:NAME, k8s:deployment/NAME@NAMESPACE or command:ARGV ("" = none)."""
+        return self.settings.log_target
+
+    @property
+    def health_urls(self) -> list[str]:
+        return list(self.settings.health_urls_with_secret(self.env).values())
+
+    @property
+    def task_timeout_s(self) -> float | None:
+        return self.settings.task_timeout_s
+
+    @property
+    def timeout(self) -> float:
+        """How long each source may take to answer."""
+        return self.settings.source_timeout_s
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Names used in the recommended commands (deployment, container, namespace)."""
+        s = self.settings
+        return {"deployment": s.worker_deployment, "container": s.worker_container,
+                "namespace": s.namespace or "default"}
+
+    @property
+    def postgres_dsn(self) -> str | None:
+        return self.settings.postgres_dsn(self.env) or (self.demo or {}).get("postgres_dsn")
 
 
 @dataclass
@@ -101,71 +174,58 @@ def _md_escape(text: str) -> str:
     return out
 
 
-def context(*, alertname: str = "JobFailureRate", severity: str = "warning", queue: str = "default",
-            task_type: str = "", starts_at: str = "", fingerprint: str = "", status: str = "firing",
-            redis_url: str = "", metrics_url: str = "", prometheus_url: str = "", alertmanager_url: str = "",
-            log_source: str = "", health_urls: str | list[str] = "", task_timeout_s: float | None = None,
-            run_dir: str = "", outputs_dir: str = "outputs", demo_json: str | os.PathLike = "",
-            **_ignored: Any) -> Context:
-    """The context of one run from the notebook's parameters.
+def context(**parameters: Any) -> Context:
+    """The context of one run from a notebook's parameters (``RunParams``: an unknown name is an error).
 
-    Empty sources fall back to ``JOBRUNBOOK_*`` environment variables, then to
-    the demo incident's ``demo.json`` (so a notebook opened alone runs against
-    ``make demo``).
+    With ``sources`` empty (a notebook opened alone), the sources are the
+    configuration's (``$JOBRUNBOOK_CONFIG``, ``JOBRUNBOOK_*``) when any is set,
+    else the demo incident's (``make demo``'s ``demo.json``), else none: each
+    section then says what to configure.
     """
-    env = os.environ
-    labels = {"alertname": alertname, "severity": severity, "queue": queue, "task_type": task_type}
-    configured = _configured_settings(labels)
+    from jobrunbook.run.params import build_params
+
+    params = build_params(parameters)
+    outputs = _outputs_dir()
     demo = None
-    if configured is None:
-        demo_path = Path(demo_json or env.get("JOBRUNBOOK_DEMO_JSON") or Path(outputs_dir) / "demo" / "demo.json")
-        if demo_path.is_file():
-            try:
-                demo = json.loads(demo_path.read_text())
-            except (OSError, ValueError):
-                demo = None
-    d = demo or {}
-    c = configured or {}
-    if isinstance(health_urls, str):
-        health_urls = [u for u in health_urls.split(",") if u.strip()]
-    return Context(
-        alertname=alertname, severity=severity, queue=queue, task_type=task_type, starts_at=starts_at,
-        fingerprint=fingerprint, status=status,
-        redis_url=redis_url or c.get("redis_url") or d.get("redis_url", ""),
-        metrics_url=metrics_url or c.get("metrics_url") or d.get("metrics_url", ""),
-        prometheus_url=prometheus_url or c.get("prometheus_url") or d.get("prometheus_url") or "",
-        alertmanager_url=alertmanager_url or c.get("alertmanager_url") or "",
-        log_source=log_source or c.get("log_source") or d.get("log_path", ""),
-        health_urls=list(health_urls) or c.get("health_urls")
-        or ([d["external_health_url"]] if d.get("external_health_url") else []),
-        task_timeout_s=task_timeout_s or c.get("task_timeout_s"),
-        run_dir=Path(run_dir or env.get(RUN_DIR_ENV) or Path(outputs_dir) / "adhoc"),
-        demo=demo,
-        names=c.get("names", {}),
-    )
+    if params.sources:
+        settings = Settings.from_public(params.sources)
+    elif _configured():
+        from jobrunbook.config import load_settings
+
+        settings = load_settings(labels=params.labels or params.model_dump(include={"alertname", "severity",
+                                                                                      "queue", "task_type"}))
+    else:
+        demo = _demo_info(outputs)
+        settings = Settings.from_public(demo["sources"]) if demo and demo.get("sources") else _NOTHING
+    run_dir = Path(params.run_dir or os.environ.get(RUN_DIR_ENV) or outputs / "adhoc")
+    return Context(params=params, settings=settings, run_dir=run_dir, demo=demo)
 
 
-_SOURCE_ENV = ("JOBRUNBOOK_CONFIG", "JOBRUNBOOK_REDIS_URL", "JOBRUNBOOK_METRICS_URL", "JOBRUNBOOK_PROMETHEUS_URL",
-               "JOBRUNBOOK_ALERTMANAGER_URL", "JOBRUNBOOK_LOG_SOURCE", "JOBRUNBOOK_LOG_FILE", "JOBRUNBOOK_HEALTH_URLS")
+# a notebook run alone with nothing configured and no demo: no source at all (never the machine's 6379)
+_NOTHING = Settings(redis_url="", metrics_url="", log_source="")
 
 
-def _configured_settings(labels: dict[str, str]) -> dict[str, Any] | None:
-    """The sources from the configuration (file and JOBRUNBOOK_* variables), or None when none is set.
+def _outputs_dir() -> Path:
+    """The nearest ``outputs/`` folder from here up (a notebook runs in notebooks/), else ./outputs."""
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / "outputs").is_dir():
+            return folder / "outputs"
+    return here / "outputs"
 
-    With nothing configured the sections fall back to the demo incident's demo.json.
-    """
-    if not any(os.environ.get(name) for name in _SOURCE_ENV):
+
+def _demo_info(outputs: Path) -> dict[str, Any] | None:
+    path = Path(os.environ.get("JOBRUNBOOK_DEMO_JSON") or outputs / "demo" / "demo.json")
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
         return None
-    from jobrunbook.config import load_settings
 
-    s = load_settings(labels=labels)
-    log = {"docker": f"docker:{s.worker_container}", "kubectl":
-           f"k8s:deployment/{s.worker_deployment}@{s.namespace or 'default'}", "file": s.log_path}.get(s.log_source, "")
-    return {"redis_url": s.redis_url, "metrics_url": s.metrics_url, "prometheus_url": s.prometheus_url,
-            "alertmanager_url": s.alertmanager_url, "log_source": log, "health_urls": list(s.health_urls.values()),
-            "task_timeout_s": s.task_timeout_s,
-            "names": {"deployment": s.worker_deployment, "container": s.worker_container,
-                      "namespace": s.namespace or "default"}}
+
+def _configured() -> bool:
+    from jobrunbook.config import CONFIG_ENV, ENV_NAMES
+
+    return any(os.environ.get(name) for name in (CONFIG_ENV, *ENV_NAMES.values()))
 
 
 def _finish(ctx: Context, section: str, out: Section) -> Section:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from jobrunbook._exceptions import redact_url
 from jobrunbook.sections._base import Context, Section, _finish, gap
 
 
@@ -10,6 +9,7 @@ def assess_alert(ctx: Context) -> Section:
     """Severity, thresholds, the failure rate now, how long the alert has been firing."""
     import pandas as pd
 
+    from jobrunbook.diagnosis.causes import alert_for_severity
     from jobrunbook.diagnosis.escalation import escalation, format_delta
     from jobrunbook.diagnosis.evidence import parse_time
 
@@ -20,7 +20,7 @@ def assess_alert(ctx: Context) -> Section:
     if ctx.metrics_url:
         from jobrunbook.sources import collect_worker_metrics
 
-        r = collect_worker_metrics(ctx.metrics_url, timeout=5)
+        r = collect_worker_metrics(ctx.metrics_url, names=ctx.settings.metric_names, timeout=ctx.timeout)
         if r.reachable:
             failure = r.data["failure"]
             cells = failure["by_queue_task_type"]
@@ -45,13 +45,14 @@ def assess_alert(ctx: Context) -> Section:
     if not ctx.metrics_url and not ctx.prometheus_url:
         gaps.append(gap("no metrics source configured", "the failure rate now could not be read",
                         "export JOBRUNBOOK_PROMETHEUS_URL=http://prometheus:9090"))
-    threshold = 0.25 if ctx.severity == "critical" else 0.10
+    rule = alert_for_severity(ctx.severity)
+    threshold = rule.threshold
     esc = escalation(ctx.severity, start, ctx.now)
     rows = [
         ("alert", ctx.alertname), ("severity", ctx.severity), ("queue", ctx.queue), ("task type", ctx.task_type or "(all)"),
         ("started", esc["started_at_utc"] or "unknown"),
         ("firing for", format_delta(ctx.now - start).removeprefix("in ") if start else "unknown"),
-        ("threshold", f"> {threshold:.0%} ({'2 min' if ctx.severity == 'critical' else '5 min'})"),
+        ("threshold", f"> {threshold:.0%} ({rule.held_text})"),
         ("failure rate now", f"{ratio:.1%} ({ratio_source})" if ratio is not None else "unknown"),
         ("escalate by", f"{esc['deadline_utc']} ({esc['deadline_relative']})"),
     ]
@@ -65,5 +66,5 @@ def assess_alert(ctx: Context) -> Section:
     return _finish(ctx, "00_alert", Section("00_alert", reading, table=table, gaps=gaps, findings={
         "alert": ctx.alert, "failure_ratio": ratio, "failure_ratio_source": ratio_source,
         "threshold": threshold, "escalation": esc, "severity": ctx.severity,
-        "sources": {"redis": redact_url(ctx.redis_url), "metrics": ctx.metrics_url, "prometheus": ctx.prometheus_url,
-                    "logs": ctx.log_source}}))
+        "sources": {k: ctx.settings.public()[k] for k in ("target", "redis_url", "metrics_url", "prometheus_url",
+                                                          "alertmanager_url", "log_source", "log_path")}}))

@@ -33,7 +33,7 @@ def failing_task_types(ctx: Context) -> Section:
                                                 gaps=[gap("no Redis configured", "asynq's tasks were not read",
                                                           "export JOBRUNBOOK_REDIS_URL=redis://HOST:6379/0")]))
     try:
-        insp = Inspector(connect(ctx.redis_url, timeout=5))
+        insp = Inspector(connect(ctx.redis_connect_url, timeout=ctx.timeout))
         queues = [insp.queue_info(q) for q in insp.queues()]
         agg = insp.failures()
         history = [insp.history(q.queue, days=7) for q in queues]

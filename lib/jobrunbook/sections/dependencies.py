@@ -11,8 +11,8 @@ def check_dependencies(ctx: Context) -> Section:
     """Runbook step 4: Postgres, Redis and the external APIs, probed at once; related alerts."""
     from jobrunbook.sources import probe_dependencies
 
-    r = probe_dependencies(postgres_dsn=ctx.postgres_dsn, redis_url=ctx.redis_url or None,
-                           health_urls=ctx.health_urls, timeout=5)
+    r = probe_dependencies(postgres_dsn=ctx.postgres_dsn, redis_url=ctx.redis_connect_url or None,
+                           health_urls=ctx.health_urls, timeout=ctx.timeout)
     probes = r.data["probes"] if isinstance(r.data, dict) else None
     findings: dict[str, Any] = {"probes": probes}
     reading = r.message
@@ -31,7 +31,7 @@ def check_dependencies(ctx: Context) -> Section:
     if ctx.alertmanager_url:
         from jobrunbook.sources import related_alerts
 
-        ra = related_alerts(ctx.alertmanager_url, timeout=5)
+        ra = related_alerts(ctx.alertmanager_url, timeout=ctx.timeout)
         findings["related_alerts"] = ra.data if ra.reachable else {"error": ra.message}
         firing = sorted(n for n, on in ((ra.data or {}).get("firing") or {}).items() if on) if ra.reachable else []
         reading += f". Related alerts firing: {', '.join(firing) or 'none'}" if ra.reachable else f". {ra.message}"

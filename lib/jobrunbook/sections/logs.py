@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from jobrunbook.sections._base import Context, Section, _finish, _unreachable, gap
-
-
-def _log_args(source: str) -> dict[str, Any]:
-    if source.startswith("docker:"):
-        return {"kind": "docker", "container": source[7:]}
-    if source.startswith("k8s:") or source.startswith("kubectl:"):
-        target = source.split(":", 1)[1]
-        deployment, _, namespace = target.partition("@")
-        return {"kind": "kubectl", "deployment": deployment.removeprefix("deployment/"),
-                "namespace": namespace or "default"}
-    return {"kind": "file", "path": source}
 
 
 def read_worker_logs(ctx: Context, *, since: str = "1h") -> Section:
@@ -26,7 +13,7 @@ def read_worker_logs(ctx: Context, *, since: str = "1h") -> Section:
         return _finish(ctx, "01_logs", Section("01_logs", "No log source configured (JOBRUNBOOK_LOG_SOURCE).",
                                                gaps=[gap("no log source configured", "the worker's logs were not read",
                                                          "export JOBRUNBOOK_LOG_SOURCE=docker")]))
-    r = collect_worker_logs(since=since, **_log_args(ctx.log_source))
+    r = collect_worker_logs(since=since, **ctx.settings.log_args())
     if not r.reachable:
         return _finish(ctx, "01_logs", _unreachable("01_logs", "worker log", r.message, r.hint))
     groups = r.data["groups"]

@@ -18,7 +18,8 @@ def job_metrics(ctx: Context) -> Section:
     gaps: list[str] = []
     table = None
     if ctx.metrics_url:
-        r = collect_worker_metrics(ctx.metrics_url, task_timeout_s=ctx.task_timeout_s, timeout=5)
+        r = collect_worker_metrics(ctx.metrics_url, names=ctx.settings.metric_names, task_timeout_s=ctx.task_timeout_s,
+                                   timeout=ctx.timeout)
         if r.reachable:
             failure, durations = r.data["failure"], r.data["durations"]
             table = failure["by_queue_task_type"].sort_values("ratio", ascending=False)

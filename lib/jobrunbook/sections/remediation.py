@@ -14,8 +14,7 @@ def remediation_plan(ctx: Context, *, max_plans: int = 8) -> Section:
 
     from jobrunbook.asynq.connection import connect
     from jobrunbook.findings import read_findings
-    from jobrunbook.remediate import plan_remediation
-    from jobrunbook.remediate_select import TaskFilter
+    from jobrunbook.remediate import TaskFilter, plan_remediation
 
     diag = {}
     for name, doc in read_findings(ctx.run_dir).items():
@@ -28,7 +27,7 @@ def remediation_plan(ctx: Context, *, max_plans: int = 8) -> Section:
     if not commands:
         return _finish(ctx, "06_remediation", Section("06_remediation", "No remediation to plan: no action changes tasks."))
     try:
-        client = connect(ctx.redis_url, timeout=5)
+        client = connect(ctx.redis_connect_url, timeout=ctx.timeout)
     except JobrunbookError as exc:
         return _finish(ctx, "06_remediation", _unreachable("06_remediation", "asynq's Redis", exc))
     rows = []

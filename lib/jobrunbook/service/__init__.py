@@ -8,9 +8,9 @@
 from jobrunbook.service.app import DEFAULT_MAX_BODY, create_app, safe_path
 from jobrunbook.service.auth import TOKEN_ENV, check_authorization, token_from_env
 from jobrunbook.service.metrics import ServiceMetrics
-from jobrunbook.service.models import Alert, Webhook, WebhookError, alert_key, parse_webhook
 from jobrunbook.service.store import STORE_NAME, Accepted, Job, Store
 from jobrunbook.service.worker import THRESHOLDS, Worker, close_run, engine_runner, prometheus_ratio
+from jobrunbook.webhook import Alert, Webhook, WebhookError, alert_key, parse_webhook
 
 __all__ = [
     "DEFAULT_MAX_BODY", "create_app", "safe_path",

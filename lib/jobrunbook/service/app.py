@@ -34,9 +34,9 @@ from starlette.routing import Route
 from jobrunbook.run.params import SERVED_ALERTNAMES
 from jobrunbook.service.auth import check_authorization
 from jobrunbook.service.metrics import ServiceMetrics
-from jobrunbook.service.models import WebhookError, parse_webhook
 from jobrunbook.service.store import Store
 from jobrunbook.service.worker import Worker
+from jobrunbook.webhook import WebhookError, parse_webhook
 
 __all__ = ["create_app", "safe_path", "DEFAULT_MAX_BODY"]
 

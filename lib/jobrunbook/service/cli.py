@@ -16,8 +16,10 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 
-from jobrunbook._exceptions import ConfigError, redact_url
-from jobrunbook._paths import absolute, absolute_log_source
+from jobrunbook._exceptions import ConfigError
+from jobrunbook._paths import absolute
+from jobrunbook._urls import redact_url
+from jobrunbook.config_cli import add_source_flags, resolve_sources
 
 __all__ = ["add_arguments", "command", "build_service"]
 
@@ -32,13 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port-file", type=absolute, default=None, help="write the bound port here once listening")
     p.add_argument("--outputs", type=absolute, default="outputs", help="run directories, index.html and the queue's SQLite file")
     p.add_argument("--notebooks", type=absolute, default="notebooks", help="directory of NN_<section>.ipynb")
-    p.add_argument("--redis-url", default=env("JOBRUNBOOK_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                   help="asynq Redis, without password (use $JOBRUNBOOK_REDIS_PASSWORD)")
-    p.add_argument("--metrics-url", default=env("JOBRUNBOOK_METRICS_URL", ""), help="worker /metrics")
-    p.add_argument("--prometheus-url", default=env("JOBRUNBOOK_PROMETHEUS_URL", ""),
-                   help="Prometheus base URL (runs, and the failure ratio when a run is resolved)")
-    p.add_argument("--log-source", type=absolute_log_source, default=env("JOBRUNBOOK_LOG_SOURCE", ""),
-                   help="worker logs: a file, docker:NAME or k8s:deployment/NAME")
+    # where each alert's sources are: the configuration (file, JOBRUNBOOK_*), these flags on its base, and the
+    # target the alert's labels match (or --target); no flag has a default of its own
+    add_source_flags(p, "redis", "metrics", "prometheus", "alertmanager", "logs", "health", "timeout")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per section (default 300)")
     p.add_argument("--parallel", type=int, default=None, help="sections 01-04 at once within a run")
     p.add_argument("--concurrency", type=int, default=2, help="runs at once (default 2)")
@@ -69,11 +67,12 @@ def build_service(args: argparse.Namespace, *, runner=None, environ: dict[str, s
 
     environ = dict(os.environ if environ is None else environ)
     token = token_from_env(environ, required=not args.allow_no_token)
-    for name, url in (("--redis-url", args.redis_url), ("--prometheus-url", args.prometheus_url),
-                      ("--metrics-url", args.metrics_url)):
+    for name in ("redis_url", "prometheus_url", "metrics_url", "alertmanager_url"):
+        url = getattr(args, name, None)
         if url and redact_url(url) != url:
-            raise ConfigError(f"{name} holds a password ({redact_url(url)})",
+            raise ConfigError(f"--{name.replace('_', '-')} holds a password ({redact_url(url)})",
                               hint="pass it in the environment ($JOBRUNBOOK_REDIS_PASSWORD), not on the command line")
+    sources = resolve_sources(args, labels={}, env=environ)
     outputs = Path(args.outputs).resolve()
     served = [a.strip() for a in args.alertnames.split(",") if a.strip()]
     if not served:
@@ -93,11 +92,10 @@ def build_service(args: argparse.Namespace, *, runner=None, environ: dict[str, s
             pool = KernelPool(size=args.warm).start(wait=False)
         runner = engine_runner(notebooks_dir=Path(args.notebooks).resolve(), outputs_dir=outputs, pool=pool,
                                timeout=args.timeout, max_parallel=args.parallel)
-    settings = {"redis_url": args.redis_url, "metrics_url": args.metrics_url, "prometheus_url": args.prometheus_url,
-                "log_source": args.log_source, "notebooks_dir": str(Path(args.notebooks).resolve()),
-                "outputs_dir": str(outputs)}
-    ratio = prometheus_ratio(args.prometheus_url, window=args.ratio_window) if args.prometheus_url else None
-    worker = Worker(store, runner, outputs_dir=outputs, settings=settings, concurrency=args.concurrency,
+    prom = sources.settings.url_with_secret("prometheus_url", sources.env)
+    ratio = prometheus_ratio(prom, window=args.ratio_window) if prom else None
+    worker = Worker(store, runner, outputs_dir=outputs, config=sources.config, env=sources.env,
+                    target=sources.target, concurrency=args.concurrency,
                     metrics=metrics, notifier=notifier, public_url=args.public_url, ratio_fn=ratio)
     app = create_app(store=store, worker=worker, outputs_dir=outputs, token=token, metrics=metrics, served=served,
                      max_body=args.max_body, max_runs_per_group=args.max_runs_per_group,

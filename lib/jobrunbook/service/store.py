@@ -19,13 +19,13 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from jobrunbook import clock as _clock
 from jobrunbook._exceptions import ConfigError
-from jobrunbook.service.models import Alert, Webhook, alert_key, parse_time
+from jobrunbook.webhook import Alert, Webhook, alert_key, parse_time
 
 __all__ = ["Store", "Accepted", "Job", "STORE_NAME", "iso"]
 
@@ -69,7 +69,7 @@ OPEN_STATES = ("queued", "running", "done", "failed")
 
 
 def iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _clock.iso(t) or ""
 
 
 @dataclasses.dataclass

@@ -1,10 +1,12 @@
 """The background executor: takes accepted alerts from the store and runs them, N at a time.
 
-The run engine is injected: ``runner(params, alert, on_run_id) -> run`` where
-``run`` has ``run_id``, ``run_dir``, ``state`` (done | failed), ``verdict``
-and ``duration_s`` (``jobrunbook.run.Run`` does); ``on_run_id(run_id)`` is
-called as soon as the run directory exists, so an interrupted run can be
-found after a restart. ``engine_runner(...)`` builds the default, the real
+The run engine is injected: ``runner(params, alert, on_run_id, env) -> run``
+where ``run`` has ``run_id``, ``run_dir``, ``state`` (done | failed),
+``verdict`` and ``duration_s`` (``jobrunbook.run.Run`` does);
+``on_run_id(run_id)`` is called as soon as the run directory exists, so an
+interrupted run can be found after a restart; ``env`` holds the secrets the
+kernels need for the alert's target. Each alert's sources are the settings
+its labels choose in the service's configuration (``config.settings_for``). ``engine_runner(...)`` builds the default, the real
 ``execute_run``. A resolved alert closes its run (``close_run``): status
 ``resolved``, time to resolve, the failure ratio now against the thresholds,
 rca.md updated.
@@ -13,6 +15,7 @@ rca.md updated.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -22,16 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from jobrunbook import clock
-from jobrunbook.run.params import RunParams, params_from_alert
-from jobrunbook.run.rundir import make_run_id, read_status
+from jobrunbook.diagnosis.causes import THRESHOLDS
+from jobrunbook.record import read_status
+from jobrunbook.run.params import RunParams, kernel_env, params_from_alert
+from jobrunbook.run.rundir import make_run_id
 from jobrunbook.service.store import Job, Store, iso
 
 __all__ = ["Worker", "Runner", "engine_runner", "close_run", "prometheus_ratio", "THRESHOLDS"]
 
 log = logging.getLogger("jobrunbook.service")
-Runner = Callable[[RunParams, Mapping[str, Any], Callable[[str], None]], Any]
+Runner = Callable[[RunParams, Mapping[str, Any], Callable[[str], None], Mapping[str, str]], Any]
 RatioFn = Callable[[str, str], tuple[float | None, str]]
-THRESHOLDS = {"warning": 0.10, "critical": 0.25}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _PCT = re.compile(r"(\d+(?:\.\d+)?)%")
 
@@ -43,7 +47,8 @@ def engine_runner(*, notebooks_dir: str | Path, outputs_dir: str | Path, pool: A
 
     outputs_dir = Path(outputs_dir).resolve()
 
-    def run(params: RunParams, alert: Mapping[str, Any], on_run_id: Callable[[str], None]) -> Any:
+    def run(params: RunParams, alert: Mapping[str, Any], on_run_id: Callable[[str], None],
+            secrets: Mapping[str, str] | None = None) -> Any:
         first: list[datetime] = []
         told: list[str] = []
 
@@ -63,7 +68,7 @@ def engine_runner(*, notebooks_dir: str | Path, outputs_dir: str | Path, pool: A
                 on_run_id(found[-1])
 
         return execute_run(params, notebooks_dir=notebooks_dir, outputs_dir=outputs_dir, alert=dict(alert),
-                           env=env, pool=pool, timeout=timeout, max_parallel=max_parallel, clock=run_clock,
+                           env={**(env or {}), **(secrets or {})}, pool=pool, timeout=timeout, max_parallel=max_parallel, clock=run_clock,
                            on_progress=progress)
 
     return run
@@ -115,20 +120,6 @@ def _closing(row: Mapping[str, Any], ratio_fn: RatioFn | None, thresholds: Mappi
     }
 
 
-def _rca_section(closing: Mapping[str, Any]) -> str:
-    from jobrunbook.report import _md
-
-    v = closing["failure_ratio_now"]
-    now = f"{v * 100:.2f} %" if v is not None else "unknown"
-    rows = [f"| {_md(name)} | {t * 100:.0f} % | {'below' if b else 'above' if b is False else 'unknown'} |"
-            for (name, t), b in zip(closing["thresholds"].items(), closing["below"].values(), strict=True)]
-    return "\n".join(["", "## Resolution", "",
-                      f"Alertmanager sent resolved at {_md(closing['resolved_at'])}; time to resolve: "
-                      f"{_md(closing['time_to_resolve_s'])} s.", "",
-                      f"Failure ratio now: **{now}** ({_md(closing['failure_ratio_source'])}, checked "
-                      f"{_md(closing['checked_at'])}).", "", "| threshold | value | now |", "|---|---|---|", *rows, ""])
-
-
 def close_run(run_dir: Path, row: Mapping[str, Any], *, ratio_fn: RatioFn | None = None,
               thresholds: Mapping[str, float] = THRESHOLDS) -> dict[str, Any]:
     """Mark a finished run resolved: status.json (state, resolved_at, time_to_resolve_s, closing), rca.md."""
@@ -138,9 +129,7 @@ def close_run(run_dir: Path, row: Mapping[str, Any], *, ratio_fn: RatioFn | None
     closing = _closing(row, ratio_fn, thresholds)
     status = set_run_state(run_dir, "resolved", resolved_at=closing["resolved_at"],
                            time_to_resolve_s=closing["time_to_resolve_s"], closing=closing)
-    rca = write_rca(run_dir, status=status)
-    with rca.open("a", encoding="utf-8") as fh:
-        fh.write(_rca_section(closing))
+    write_rca(run_dir, status=status)  # with the resolution, from status.json's closing
     try:
         render_index(run_dir.parent)
     except Exception as exc:  # noqa: BLE001
@@ -151,13 +140,17 @@ def close_run(run_dir: Path, row: Mapping[str, Any], *, ratio_fn: RatioFn | None
 class Worker:
     """``concurrency`` threads taking jobs from ``store``; ``wake()`` after an accept."""
 
-    def __init__(self, store: Store, runner: Runner, *, outputs_dir: str | Path, settings: Mapping[str, str],
-                 concurrency: int = 2, metrics: Any = None, notifier: Any = None, public_url: str = "",
+    def __init__(self, store: Store, runner: Runner, *, outputs_dir: str | Path, config: Any = None,
+                 env: Mapping[str, str] | None = None, target: str | None = None, concurrency: int = 2, metrics: Any = None, notifier: Any = None, public_url: str = "",
                  ratio_fn: RatioFn | None = None, thresholds: Mapping[str, float] = THRESHOLDS,
                  max_attempts: int = 3) -> None:
         self.store, self.runner = store, runner
         self.outputs_dir = Path(outputs_dir).resolve()
-        self.settings = dict(settings)
+        from jobrunbook.config import load_config
+
+        self.config = config if config is not None else load_config(env={})  # where each alert's sources are
+        self.env = dict(os.environ if env is None else env)  # where their secrets are
+        self.target = target  # --target: every alert uses it
         self.concurrency = max(1, concurrency)
         self.metrics, self.notifier = metrics, notifier
         self.public_url = public_url.rstrip("/")
@@ -230,8 +223,11 @@ class Worker:
             self.metrics.running.inc()
         run_id = state = error = headline = None
         try:
-            params = params_from_alert(job.alert, **self.settings)
-            run = self.runner(params, job.alert, lambda rid: self.store.set_run_id(job.id, rid))
+            labels = (job.alert or {}).get("labels") or {}
+            settings = self.config.target(self.target) if self.target else self.config.settings_for(labels)
+            params = params_from_alert(job.alert, settings)
+            run = self.runner(params, job.alert, lambda rid: self.store.set_run_id(job.id, rid),
+                              kernel_env(settings, self.env))
             run_id, state = getattr(run, "run_id", None), getattr(run, "state", "done")
             verdict = getattr(run, "verdict", None) or {}
             from jobrunbook.report import verdict_line

@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import requests
 
-from jobrunbook._exceptions import redact_url
+from jobrunbook._urls import redact_url
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 
 __all__ = ["RELATED_ALERTS", "ALERT_COLUMNS", "related_alerts", "alert_filters"]

@@ -23,7 +23,8 @@ import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as _parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as _parse_text
 
-from jobrunbook._exceptions import DataError, redact_url
+from jobrunbook._exceptions import DataError
+from jobrunbook._urls import redact_url
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 
 __all__ = [

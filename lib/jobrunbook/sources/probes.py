@@ -30,7 +30,7 @@ import redis
 import requests
 from psycopg.conninfo import conninfo_to_dict
 
-from jobrunbook._exceptions import redact_url
+from jobrunbook._urls import redact_url
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 
 __all__ = [

@@ -21,7 +21,8 @@ import requests
 import yaml
 
 from jobrunbook import clock
-from jobrunbook._exceptions import ConfigError, redact_url
+from jobrunbook._exceptions import ConfigError
+from jobrunbook._urls import redact_url
 from jobrunbook.sources.metrics import MetricNames
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import requests
 
-from jobrunbook._exceptions import redact_url
+from jobrunbook._urls import redact_url
 
 __all__ = ["STATUSES", "SourceResult", "describe_request_error", "result_from_request_error", "Stopwatch"]
 

@@ -11,8 +11,6 @@ asynq's runall would.
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from dataclasses import asdict, dataclass, field
 
 import redis
@@ -27,27 +25,10 @@ __all__ = ["TaskFilter", "Selected", "select_tasks", "parse_when", "state_counts
 
 PAGE = 1000
 SELECTABLE_STATES = ("pending", "scheduled", "retry", "archived", "completed")
-_REL = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
-
-
 def parse_when(text: str | None, *, now: float | None = None) -> int | None:
     """'1h', '30m', '2d' (ago), an ISO-8601 time (UTC if no zone) or unix seconds -> unix seconds."""
-    if text is None or text == "":
-        return None
-    now = clock.now() if now is None else now
-    text = str(text).strip()
-    m = _REL.match(text)
-    if m:
-        return int(now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
-    if re.fullmatch(r"\d{9,11}", text):
-        return int(text)
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"cannot read time {text!r}", hint="use 1h, 30m, 2d, 2026-11-29T10:00:00Z or unix seconds") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return int(when.timestamp())
+    when = clock.parse_when(text, now=now)
+    return None if when is None else int(when)
 
 
 @dataclass(frozen=True)

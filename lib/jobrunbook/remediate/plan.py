@@ -28,8 +28,8 @@ from jobrunbook._exceptions import NotFound, RemediationRefused
 from jobrunbook.asynq import keys as K
 from jobrunbook.asynq.export import ExportWriter
 from jobrunbook.asynq.ops import MAX_BATCH, acquire_lock, apply_in_batches, cutoff_for
-from jobrunbook.remediate_audit import actor, append_audit
-from jobrunbook.remediate_select import TaskFilter, select_tasks, state_counts
+from jobrunbook.remediate.audit import actor, append_audit, export_path
+from jobrunbook.remediate.select import TaskFilter, select_tasks, state_counts
 
 __all__ = ["VALID_STATES", "Plan", "Result", "plan_remediation", "execute_remediation", "format_plan",
            "confirm_margin", "check_queue"]
@@ -196,12 +196,6 @@ def plan_remediation(client: redis.Redis, action: str, flt: TaskFilter, *, run_d
     return plan
 
 
-def _export_path(run_dir: Path, action: str, queue: str, suffix: str = "") -> Path:
-    stamp = clock.utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in queue)[:60]
-    return run_dir / "exports" / f"{stamp}-{action}-{safe}{suffix}.jsonl"
-
-
 def execute_remediation(client: redis.Redis, plan: Plan, *, confirm: int | None, max_tasks: int,
                         run_dir: str | Path, allow_archive_eviction: bool = False, command: str = "",
                         on_batch: Callable[[int, list[str], list[int]], None] | None = None,
@@ -223,7 +217,7 @@ def execute_remediation(client: redis.Redis, plan: Plan, *, confirm: int | None,
     except RemediationRefused as exc:
         append_audit(run_dir, {"step": "refused", **base, "error": str(exc)})
         raise
-    export_path: Path | None = None
+    export_file: Path | None = None
     outcome = None
     try:
         fresh = plan_remediation(client, action, flt, batch_size=plan.batch_size, now=plan.now, audit=False)
@@ -235,19 +229,19 @@ def execute_remediation(client: redis.Redis, plan: Plan, *, confirm: int | None,
             raise refuse(f"{fresh.count} task(s) match, more than --max-tasks {max_tasks}",
                          hint="narrow the filter or raise --max-tasks", matched=fresh.count)
         if action in ("archive", "delete"):
-            export_path = _export_path(run_dir, action, flt.queue)
+            export_file = export_path(run_dir, action, flt.queue)
         if fresh.eviction:
             ev = fresh.eviction
             if not allow_archive_eviction:
                 raise refuse(ev["message"] + "; refused", hint="export them first: re-run with "
                              "--allow-archive-eviction (the evicted tasks are exported before the archive), "
                              "or delete old archived tasks first", eviction={k: v for k, v in ev.items() if k != "ids"})
-            writer = ExportWriter(_export_path(run_dir, action, flt.queue, "-evicted"), queue=flt.queue,
+            writer = ExportWriter(export_path(run_dir, action, flt.queue, "-evicted"), queue=flt.queue,
                                   action="archive-evicted", command=command)
             for i in range(0, len(ev["ids"]), MAX_BATCH):
                 writer.export(client, ev["ids"][i:i + MAX_BATCH], note="trimmed by asynq's archive cap")
             append_audit(run_dir, {"step": "export-evicted", **base, "count": writer.count, "export": str(writer.path)})
-        writer = ExportWriter(export_path, queue=flt.queue, action=action, command=command) if export_path else None
+        writer = ExportWriter(export_file, queue=flt.queue, action=action, command=command) if export_file else None
         groups: dict[str, list[str]] = {}
         for task_id in fresh.ids:
             groups.setdefault(fresh.states[task_id], []).append(task_id)
@@ -274,7 +268,7 @@ def execute_remediation(client: redis.Redis, plan: Plan, *, confirm: int | None,
             for k, v in c["skipped"].items():
                 skipped[k] = skipped.get(k, 0) + v
         result = Result(fresh, done, skipped, batches, longest, state_counts(client, flt.queue),
-                        str(export_path) if export_path else None, str(run_dir))
+                        str(export_file) if export_file else None, str(run_dir))
         append_audit(run_dir, {"step": "done", **base, "matched": fresh.count, **result.to_dict()})
         return result
     except RemediationRefused:
@@ -282,7 +276,7 @@ def execute_remediation(client: redis.Redis, plan: Plan, *, confirm: int | None,
     except BaseException as exc:  # ^C and crashes too: the record survives the error
         append_audit(run_dir, {"step": "interrupted", **base, "error": f"{type(exc).__name__}: {exc}",
                                "counts_after": state_counts(client, flt.queue),
-                               "export": str(export_path) if export_path else None})
+                               "export": str(export_file) if export_file else None})
         raise
     finally:
         lock.release()

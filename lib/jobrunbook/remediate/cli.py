@@ -16,26 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 
 from jobrunbook import clock
 from jobrunbook._exceptions import ConfigError
 from jobrunbook._paths import absolute
+from jobrunbook.config_cli import add_source_flags, resolve_sources
 
-__all__ = ["add_arguments", "command", "DEFAULT_URL"]
-
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
+__all__ = ["add_arguments", "command"]
 _ACTIONS = {"run": "run", "archive": "archive", "delete": "delete",
             "run-all": "run", "archive-all": "archive", "delete-all": "delete",
             "clear-retry": "archive", "purge-archived": "delete", "blocking-ids": "delete"}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-url", default=None,
-                   help="asynq's Redis (default $JOBRUNBOOK_REDIS_URL or redis://127.0.0.1:6379/0; "
-                        "password via $JOBRUNBOOK_REDIS_PASSWORD)")
+    add_source_flags(p, "redis")
     p.add_argument("--queue", "-q", required=True, help="asynq queue")
     p.add_argument("--run-dir", type=absolute, default=None, help="run directory for audit.jsonl and exports/ "
                                                    "(default: a new outputs/manual-<UTC stamp>/)")
@@ -101,13 +97,13 @@ def _print(args, data, text: str) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from jobrunbook.asynq.connection import connect
-    from jobrunbook.remediate import execute_remediation, format_plan, plan_remediation
-    from jobrunbook.remediate_audit import append_audit, default_run_dir, watch_recovery
-    from jobrunbook.remediate_select import TaskFilter, parse_when
-    from jobrunbook.retry_mgmt import clean_orphans, find_blocking_ids, list_tasks
+    from jobrunbook.remediate.audit import append_audit, default_run_dir, watch_recovery
+    from jobrunbook.remediate.leftovers import clean_orphans, find_blocking_ids, list_tasks
+    from jobrunbook.remediate.plan import execute_remediation, format_plan, plan_remediation
+    from jobrunbook.remediate.select import TaskFilter, parse_when
 
-    url = args.redis_url or os.environ.get("JOBRUNBOOK_REDIS_URL") or DEFAULT_URL
-    client = connect(url)
+    src = resolve_sources(args)
+    client = connect(src.settings.redis_url_with_secret(src.env))
     run_dir = args.run_dir or str(default_run_dir())
     cmdline = "jobrunbook remediate " + " ".join(shlex.quote(a) for a in sys.argv[2:] if a) if sys.argv else ""
     action = args.action

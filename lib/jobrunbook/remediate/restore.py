@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from jobrunbook._paths import absolute
+from jobrunbook.config_cli import add_source_flags, resolve_sources
 
 __all__ = ["add_arguments", "command"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", type=absolute, help="an export file, RUN_DIR/exports/*.jsonl")
-    parser.add_argument("--redis-url", default=None, help="default $JOBRUNBOOK_REDIS_URL or redis://127.0.0.1:6379/0")
+    add_source_flags(parser, "redis")
     parser.add_argument("--force", action="store_true", help="overwrite a different task under the same id")
     parser.add_argument("--all", dest="everything", action="store_true",
                         help="restore every exported task, not only those the remediation changed")
@@ -31,11 +31,11 @@ def command(args: argparse.Namespace) -> int:
     from jobrunbook.asynq.connection import connect
     from jobrunbook.asynq.export import read_export, restore_export
     from jobrunbook.asynq.ops import acquire_lock
-    from jobrunbook.remediate_audit import actor, append_audit
-    from jobrunbook.remediate_cli import DEFAULT_URL
+    from jobrunbook.remediate.audit import actor, append_audit
 
     header, _, _ = read_export(args.export)
-    client = connect(args.redis_url or os.environ.get("JOBRUNBOOK_REDIS_URL") or DEFAULT_URL)
+    src = resolve_sources(args)
+    client = connect(src.settings.redis_url_with_secret(src.env))
     run_dir = Path(args.export).resolve().parent.parent
     with acquire_lock(client, header["queue"], who=actor(), what="restore") as lock:
         res = restore_export(client, args.export, lock, force=args.force, everything=args.everything,

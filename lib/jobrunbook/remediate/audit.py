@@ -20,28 +20,36 @@ from pathlib import Path
 
 import redis
 
+from jobrunbook import clock as _clock
+from jobrunbook._paths import absolute
 from jobrunbook.asynq import keys as K
+from jobrunbook.diagnosis.causes import NORMAL_RATIO
 
-__all__ = ["default_run_dir", "actor", "append_audit", "read_audit", "watch_recovery", "NORMAL_RATIO"]
-
-NORMAL_RATIO = 0.05
-
-
-def utc_now_iso(clock: Callable[[], float] = time.time) -> str:
-    return dt.datetime.fromtimestamp(clock(), dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+__all__ = ["default_run_dir", "actor", "append_audit", "read_audit", "watch_recovery", "export_path", "NORMAL_RATIO"]
 
 
-def default_run_dir(root: str | Path = "outputs", clock: Callable[[], float] = time.time) -> Path:
-    """A new ``outputs/manual-<UTC stamp>/`` for a remediation started by hand."""
+def utc_now_iso(clock: Callable[[], float] = _clock.now) -> str:
+    return _clock.iso(clock()) or ""
+
+
+def default_run_dir(root: str | Path = "outputs", clock: Callable[[], float] = _clock.now) -> Path:
+    """A new ``outputs/manual-<UTC stamp>/`` (absolute) for a remediation started by hand."""
     stamp = dt.datetime.fromtimestamp(clock(), dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path(root) / f"manual-{stamp}"
+    return absolute(Path(root) / f"manual-{stamp}")
+
+
+def export_path(run_dir: str | Path, action: str, queue: str, suffix: str = "") -> Path:
+    """Where an export of ``action`` on ``queue`` goes: ``RUN_DIR/exports/<UTC stamp>-<action>-<queue>.jsonl``."""
+    stamp = _clock.utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in queue)[:60]
+    return Path(run_dir) / "exports" / f"{stamp}-{action}-{safe}{suffix}.jsonl"
 
 
 def actor() -> str:
     return os.environ.get("JOBRUNBOOK_ACTOR") or os.environ.get("USER") or "unknown"
 
 
-def append_audit(run_dir: str | Path, entry: dict, *, clock: Callable[[], float] = time.time) -> dict:
+def append_audit(run_dir: str | Path, entry: dict, *, clock: Callable[[], float] = _clock.now) -> dict:
     """Append one step to ``run_dir/audit.jsonl``; returns the line written."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Job Retry Management: view retry/archived, and the leftovers asynq itself leaves behind.
+"""The leftovers asynq itself leaves behind (and one page of a state, for looking at them).
 
 - ``list_tasks``: one page of a state, newest failure data decoded (the
   runbook's ``asynq task ls``). Clearing retry and deleting old archived tasks
@@ -29,8 +29,8 @@ from jobrunbook.asynq.export import ExportWriter
 from jobrunbook.asynq.messages import decode_task
 from jobrunbook.asynq.ops import MAX_BATCH, acquire_lock, apply_in_batches
 from jobrunbook.fingerprint import fingerprint
-from jobrunbook.remediate import check_queue, confirm_margin
-from jobrunbook.remediate_audit import actor, append_audit
+from jobrunbook.remediate.audit import actor, append_audit, export_path
+from jobrunbook.remediate.plan import check_queue, confirm_margin
 
 __all__ = ["list_tasks", "find_orphans", "find_blocking_ids", "clean_orphans", "Orphan", "is_generated_id"]
 
@@ -150,9 +150,7 @@ def clean_orphans(client: redis.Redis, queue: str, *, run_dir: str | Path, confi
             msg = f"--confirm {confirm} / --max-tasks {max_tasks} do not fit the {len(found)} orphan(s) found now"
             append_audit(run_dir, {"step": "refused", "dry_run": False, **base, "error": msg})
             raise RemediationRefused(msg, hint="run the dry run again")
-        from jobrunbook.remediate import _export_path
-
-        writer = ExportWriter(_export_path(Path(run_dir), "clean-orphans", queue), queue=queue,
+        writer = ExportWriter(export_path(run_dir, "clean-orphans", queue), queue=queue,
                               action="clean-orphans", command=command)
         outcome = apply_in_batches(
             client, lock, "delete-orphan", [o.id for o in found],

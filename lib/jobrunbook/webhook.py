@@ -1,13 +1,17 @@
-"""Alertmanager webhook bodies (version 4), validated strictly.
+"""Alertmanager webhook bodies (version 4), validated strictly: the one model ``serve`` and ``run --alert`` share.
 
 The body is untrusted: every field Alertmanager always sends is required and
-typed, label names follow Prometheus's grammar, and sizes are bounded. A bad
-body raises ``WebhookError`` whose ``field`` names the offending path
-(``alerts.0.labels``), so the 4xx answer says what to fix.
+typed, label names follow Prometheus's grammar, and sizes are bounded (one
+cap, ``MAX_BODY_BYTES``). A bad body raises ``WebhookError`` whose ``field``
+names the offending path (``alerts.0.labels``), so the 4xx answer says what to
+fix; ``read_webhook`` says the same as a ``ConfigError`` for the command line,
+and also takes a single alert object (what ``jobrunbook run --alert`` was
+given by hand).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -15,8 +19,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["Alert", "Webhook", "WebhookError", "parse_webhook", "alert_key", "parse_time", "MAX_ALERTS"]
+__all__ = ["Alert", "Webhook", "WebhookError", "parse_webhook", "read_webhook", "alert_key", "parse_time", "fingerprint_of",
+           "MAX_ALERTS", "MAX_BODY_BYTES"]
 
+MAX_BODY_BYTES = 1 << 20
 MAX_ALERTS = 1000
 MAX_LABELS = 64
 MAX_TEXT = 4096
@@ -45,6 +51,12 @@ def parse_time(value: str) -> datetime | None:
         return None
     t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def fingerprint_of(labels: dict[str, str], salt: str = "") -> str:
+    """16 hex digits that stand for a label set, for an alert that came without Alertmanager's fingerprint."""
+    blob = json.dumps(dict(sorted(labels.items())), ensure_ascii=False).encode() + salt.encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _check_labels(value: dict[str, str]) -> dict[str, str]:
@@ -135,3 +147,46 @@ def parse_webhook(raw: bytes) -> Webhook:
         err = exc.errors(include_url=False, include_input=False)[0]
         field = ".".join(str(p) for p in err["loc"])
         raise WebhookError(422, field, str(err["msg"])[:300]) from None
+
+
+def _errors(exc: ValidationError, limit: int = 8) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False)[:limit]:
+        field = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{field}: {str(err['msg']).removeprefix('Value error, ')[:200]}")
+    return "; ".join(parts)
+
+
+def read_webhook(body: bytes | str | dict, *, source: str = "webhook body") -> Webhook:
+    """A webhook body (bytes, text or parsed), or one alert object, as a ``Webhook``; ConfigError naming the field.
+
+    The same model as ``serve`` validates with; a single alert (an object with
+    ``labels`` and no ``alerts``) is wrapped as the only alert of a body.
+    """
+    from jobrunbook._exceptions import ConfigError
+
+    if isinstance(body, bytes | str):
+        if len(body) > MAX_BODY_BYTES:
+            raise ConfigError(f"{source} is {len(body)} bytes, over the {MAX_BODY_BYTES}-byte limit")
+        try:
+            body = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source} is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(body, dict):
+        raise ConfigError(f"{source} must be a JSON object", hint="Alertmanager webhook version 4")
+    if "alerts" not in body and "labels" in body:
+        body = {"version": "4", "alerts": [body]}
+    # written by hand: what Alertmanager always sends but a person need not (who received it, its group)
+    body = {"receiver": "manual", "groupKey": "manual", "status": "firing", **body}
+    if isinstance(body.get("alerts"), list):
+        # Alertmanager always sends a fingerprint; an alert written by hand gets one made from its labels
+        body["alerts"] = [{"status": "firing", **a, "fingerprint": a.get("fingerprint") or (
+            fingerprint_of(a["labels"]) if isinstance(a.get("labels"), dict) else "")}
+            if isinstance(a, dict) else a for a in body["alerts"]]
+    if "version" in body and body["version"] != "4":
+        raise ConfigError(f"unsupported webhook version {str(body['version'])[:10]!r}", hint="version 4")
+    try:
+        return Webhook.model_validate(body)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is not an Alertmanager webhook (version 4): {_errors(exc)}",
+                          hint="alerts[].labels.alertname, startsAt (RFC 3339), status firing|resolved") from None
