@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +24,7 @@ class _Chromium:
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
              "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         deadline = time.monotonic() + 90
         port = None
         while port is None and time.monotonic() < deadline:
@@ -52,14 +54,20 @@ class _Chromium:
     def close(self) -> None:
         self.ws.close()
         self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(10)
+        finally:
+            try:  # its helper processes (renderer, crashpad) too: they write into the profile until they exit
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def open_report(path: Path, *, width: int = 1280, screenshot: str | None = None) -> dict:
     """Load ``path`` offline at ``width`` px; return images, scrollWidth, requested URLs, verdict title, text."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     assert binary, "Debian package chromium is needed (apt-get install -y --no-install-recommends chromium)"
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = _Chromium(binary, profile)
         try:
             browser.call("Network.enable")

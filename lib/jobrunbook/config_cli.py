@@ -52,14 +52,15 @@ class Sources:
         return self.config.target(self.target) if self.target else self.config.settings_for(labels)
 
 
-def add_source_flags(p: argparse.ArgumentParser, *groups: str, targets: bool = True) -> None:
-    """``--config``, ``--target``/``--label`` and the flags of ``groups`` (keys of SOURCE_FLAGS)."""
+def add_source_flags(p: argparse.ArgumentParser, *groups: str, targets: bool = True, labels: bool = True) -> None:
+    """``--config``, ``--target`` and ``--label`` (unless the command has its own: ``labels=False``), and the
+    flags of ``groups`` (keys of SOURCE_FLAGS)."""
     p.add_argument("--config", metavar="FILE", type=absolute, default=None,
                    help="YAML config file (default $JOBRUNBOOK_CONFIG, else none)")
     if targets:
         p.add_argument("--target", metavar="NAME", default=None,
                        help="the config file's target to use (default: the one the labels match, else the base)")
-        if not any(a.dest == "label" for a in p._actions):
+        if labels:
             p.add_argument("--label", metavar="K=V", action="append", default=None,
                            help="alert label choosing the target, repeatable (cluster=eu-1)")
     for group in groups:

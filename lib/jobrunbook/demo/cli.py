@@ -92,8 +92,7 @@ def run_runbook(demo: Demo, notebooks: Path, args: argparse.Namespace | None = N
     src = resolve_sources(args or argparse.Namespace(), labels={}, extra=demo.source_settings())
     settings = src.config.base  # the incident's sources: no target of the configuration applies to the demo
     params = params_from_alert(alert, settings)
-    env = {**kernel_env(settings, src.env), settings.postgres_dsn_env: demo.postgres_dsn,
-           "JOBRUNBOOK_DEMO_JSON": str(demo.demo_json)}
+    env = {**kernel_env(settings, src.env), settings.postgres_dsn_env: demo.postgres_dsn}
     run = execute_run(params, notebooks_dir=notebooks, outputs_dir=outputs, alert=alert, env=env,
                       on_progress=print_progress(sys.stdout))
     print(f"\nverdict: {run.headline}")

@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--alert", metavar="FILE", type=_alert_path,
                      help="Alertmanager webhook body (version 4) or one alert, '-' = stdin")
     src.add_argument("--label", metavar="K=V", action="append", help="alert label, repeatable (alertname, queue, ...)")
-    add_source_flags(p, "redis", "metrics", "prometheus", "alertmanager", "logs", "health", "timeout")
+    add_source_flags(p, "redis", "metrics", "prometheus", "alertmanager", "logs", "health", "timeout",
+                     labels=False)  # --label is the alert's own: it chooses the target too
     p.add_argument("--notebooks", type=absolute, default="notebooks", help="directory of NN_<section>.ipynb (default notebooks)")
     p.add_argument("--outputs", type=absolute, default="outputs", help="where run directories go (default outputs)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per section (default 300)")
