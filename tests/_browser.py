@@ -63,8 +63,39 @@ class _Chromium:
                 pass
 
 
+# what a reader would call a broken page, measured in the page itself
+LAYOUT_CHECKS = r"""(() => {
+  const lines = (node) => {  // the line boxes a cell's text takes: fragments grouped by their top
+    const range = document.createRange(); range.selectNodeContents(node);
+    const tops = [...range.getClientRects()].filter(r => r.width > 0).map(r => r.top).sort((a, b) => a - b);
+    let n = 0, last = -1e9;
+    for (const t of tops) { if (t - last > 3) { n += 1; last = t; } }
+    return n;
+  };
+  const broken = [], indexLike = [];
+  for (const cell of document.querySelectorAll('td, th')) {
+    const text = cell.innerText.trim();
+    if (text && lines(cell) > text.split(/\s+/).length) broken.push(text.slice(0, 80));
+  }
+  for (const table of document.querySelectorAll('table')) {
+    const first = [...table.querySelectorAll('tbody tr')].map(tr => tr.cells[0] ? tr.cells[0].innerText.trim() : '');
+    if (first.length > 1 && first.every(x => /^\d+$/.test(x))) {
+      const nums = first.map(Number).sort((a, b) => a - b);
+      if (nums.every((n, i) => n === i)) indexLike.push(first.join(','));
+    }
+  }
+  const states = {};
+  for (const td of document.querySelectorAll('nav.toc td[data-state]')) {
+    states[td.parentElement.cells[0].innerText.trim()] = td.dataset.state;
+  }
+  return {broken, indexLike, decimals: document.body.innerText.match(/\d+\.\d{4,}/g) || [], states};
+})()"""
+
+
 def open_report(path: Path, *, width: int = 1280, screenshot: str | None = None) -> dict:
-    """Load ``path`` offline at ``width`` px; return images, scrollWidth, requested URLs, verdict title, text."""
+    """Load ``path`` offline at ``width`` px; return images, scrollWidth, requested URLs, verdict title, text,
+    and ``layout`` (LAYOUT_CHECKS: cells broken inside a word, index-like first columns, long decimals,
+    the section table's states)."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     assert binary, "Debian package chromium is needed (apt-get install -y --no-install-recommends chromium)"
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
@@ -83,6 +114,7 @@ def open_report(path: Path, *, width: int = 1280, screenshot: str | None = None)
                 "width": browser.eval("document.scrollingElement.scrollWidth"),
                 "title": browser.eval("(document.querySelector('#verdict h1') || {}).textContent || ''"),
                 "text": browser.eval("document.body.innerText"),
+                "layout": browser.eval(LAYOUT_CHECKS),
             }
             shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
             out["requested"] = [e["params"]["request"]["url"] for e in browser.events

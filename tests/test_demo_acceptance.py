@@ -13,12 +13,14 @@ import html
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from _browser import ARTIFACTS, open_report
 from conftest import ROOT
 from jobrunbook.demo import SCENARIOS
 
@@ -157,3 +159,65 @@ def test_demo_evidence_agrees_postgres_down(demo_runs, scenario):
     dependency = next(c for c in f["05_diagnosis"]["data"]["diagnosis"]["causes"] if c["key"] == "dependency")
     assert any("postgres probe: down" in e for e in dependency["evidence"]), dependency["evidence"]
     assert not dependency["contradictions"], dependency["contradictions"]
+
+
+# --- the report as the on-call engineer reads it (issue: a report worthy of the incident review) ----------
+
+@pytest.mark.parametrize("width", [1280, 800])
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_demo_report_reads_cleanly_in_chromium(demo_runs, scenario, width):
+    run_dir, _, _ = demo_runs(scenario)
+    status = json.loads((run_dir / "status.json").read_text())
+    page = open_report(run_dir / "report.html", width=width, screenshot=f"report-{scenario}-{width}.png")
+    assert page["width"] <= width, f"horizontal overflow at {width} px: scrollWidth {page['width']}"
+    assert page["images"] and all(ok and w > 0 for ok, w in page["images"]), page["images"]
+    layout = page["layout"]
+    assert layout["broken"] == [], f"cells broken inside a word at {width} px: {layout['broken'][:5]}"
+    assert layout["indexLike"] == [], f"a table whose first column is a bare row index: {layout['indexLike']}"
+    assert layout["decimals"] == [], f"numbers with more than 3 decimals: {layout['decimals'][:5]}"
+    assert layout["states"] == {n: s["state"] for n, s in status["sections"].items()}
+    text = page["text"]
+    # one share and one confidence for the top cause, said once each in the verdict box
+    diag = findings(run_dir)["05_diagnosis"]["data"]["diagnosis"]
+    top = diag["causes"][0]
+    assert f"{top['share'] * 100:.1f} % of failed tasks" in text
+    assert f"confidence {top['level']}" in text and f"{top['confidence']:.2f}" not in page["title"]
+
+
+@pytest.mark.parametrize("scenario", ["mixed", "dependency-down"])
+def test_demo_report_pdf_holds_the_verdict(demo_runs, scenario):
+    run_dir, _, _ = demo_runs(scenario)
+    pdf = run_dir / "report.pdf"
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["pdf"] == "report.pdf" and pdf.is_file(), status.get("pdf_skipped")
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+    assert len(status["sections"]) + 1 <= pages <= 60  # the verdict, then every section on a page of its own
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    headline = " ".join(json.loads((run_dir / "findings" / "05_diagnosis.json").read_text())["data"]["verdict"]
+                        .split()[:6])
+    assert headline in " ".join(text.split())
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(pdf, ARTIFACTS / f"report-{scenario}.pdf")
+
+
+def test_resolving_a_demo_run_renders_how_it_ended(demo_runs, tmp_path):
+    run_dir, _, _ = demo_runs("timeouts")
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)  # the other tests read the original
+    before = (copy / "report.html").read_text()
+    assert "How it ended" not in before
+    out = subprocess.run([*_jobrunbook(), "run", "--resolve", str(copy)], capture_output=True, text=True,
+                         timeout=300, env={k: v for k, v in os.environ.items() if not k.startswith("JOBRUNBOOK_")})
+    assert out.returncode == 0, out.stdout + out.stderr
+    status = json.loads((copy / "status.json").read_text())
+    assert status["state"] == "resolved" and status["resolved_at"] and status["time_to_resolve_s"] > 0
+    page = open_report(copy / "report.html", screenshot="report-resolved.png")
+    resolved_at = status["resolved_at"][:19].replace("T", " ")
+    assert f"Resolved at {resolved_at} UTC" in page["text"]
+    assert "How it ended" in page["text"] and "Timeline (UTC)" in page["text"]
+    assert "Alertmanager resolved the alert" in page["text"]
+    assert page["layout"]["states"] == {n: s["state"] for n, s in status["sections"].items()}
+    rca = (copy / "rca.md").read_text()
+    assert "## Resolution" in rca and status["resolved_at"][:16] in rca
+    assert (copy / "report.pdf").stat().st_mtime >= (copy / "status.json").stat().st_mtime - 60

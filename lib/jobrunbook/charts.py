@@ -87,9 +87,18 @@ def _empty(fig: Figure, ax, message: str) -> Figure:
     return fig
 
 
+def _legend_outside(ax, **kw) -> None:
+    """The legend right of the axes: it never covers the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  frameon=False, **kw)
+
+
 def failure_ratio_chart(data: Any, *, alert_start: datetime | str | None = None, warning: float = WARNING_RATIO,
-                        critical: float = CRITICAL_RATIO, title: str = "Failure ratio") -> Figure:
-    """Failure ratio over time, the warning and critical thresholds, and the alert's start."""
+                        critical: float = CRITICAL_RATIO, title: str = "Failure ratio",
+                        resolved_at: datetime | str | None = None) -> Figure:
+    """Failure ratio over time, the warning and critical thresholds, the alert's start (and its resolve)."""
     import pandas as pd
 
     df, fig, ax = _figure(data, ("time", "failure_ratio"), "failure_ratio_chart")
@@ -101,15 +110,15 @@ def failure_ratio_chart(data: Any, *, alert_start: datetime | str | None = None,
         ax.plot(g["time"], g["failure_ratio"] * 100, label=str(name), linewidth=1.6)
     ax.axhline(warning * 100, color="#d98a00", linestyle="--", linewidth=1, label=f"warning {warning:.0%}")
     ax.axhline(critical * 100, color="#c0262d", linestyle="--", linewidth=1, label=f"critical {critical:.0%}")
-    if alert_start is not None:
-        start = pd.to_datetime(alert_start, utc=True)
-        ax.axvline(start, color="#333", linestyle=":", linewidth=1.2)
-        ax.annotate("alert fired", (start, ax.get_ylim()[1]), xytext=(4, -12), textcoords="offset points",
-                    fontsize=8)
+    ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], critical * 100 * 1.2))
+    for when, label, style in ((alert_start, "alert fired", ":"), (resolved_at, "resolved", "-.")):
+        if when is not None:
+            at = pd.to_datetime(when, utc=True)
+            ax.axvline(at, color="#333", linestyle=style, linewidth=1.2)
+            ax.annotate(label, (at, ax.get_ylim()[1]), xytext=(4, -12), textcoords="offset points", fontsize=8)
     ax.set_ylabel("failed %")
-    ax.set_ylim(bottom=0)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
+    _legend_outside(ax)
     ax.grid(alpha=0.3)
     return fig
 
@@ -119,16 +128,20 @@ def failures_by_cause_chart(data: Any, *, title: str = "Failures by task type an
     df, fig, ax = _figure(data, ("task_type", "cause", "count"), "failures_by_cause_chart")
     if df.empty:
         return _empty(fig, ax, "no failed task")
+    from jobrunbook.diagnosis.causes import cause_colour, cause_label
+
     table = df.pivot_table(index="task_type", columns="cause", values="count", aggfunc="sum", fill_value=0)
     table = table.loc[table.sum(axis=1).sort_values().index]
+    order = table.sum(axis=0).sort_values(ascending=False).index  # the largest cause first, in the legend too
     left = None
-    for cause in table.columns:
+    for cause in order:
         values = table[cause].to_numpy()
-        ax.barh(table.index.astype(str), values, left=left, label=str(cause)[:50])
+        ax.barh(table.index.astype(str), values, left=left, label=cause_label(str(cause))[:50],
+                color=cause_colour(str(cause)))
         left = values if left is None else left + values
     ax.set_xlabel("failed tasks")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_outside(ax)
     return fig
 
 
@@ -145,7 +158,7 @@ def queue_depth_chart(data: Any, *, title: str = "Retry and archived depth per q
     ax.set_xticks(x, [str(q)[:30] for q in df["queue"]])
     ax.set_ylabel("tasks")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     return fig
 
 
@@ -167,32 +180,56 @@ def daily_history_chart(data: Any, *, title: str = "Daily processed and failed (
     ax2.set_ylim(bottom=0)
     ax.set_ylabel("tasks")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
+    handles, labels = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(handles + h2, labels + l2, fontsize=8, loc="upper left", bbox_to_anchor=(1.08, 1.0),
+              borderaxespad=0, frameon=False)
     return fig
 
 
-def duration_chart(data: Any, *, timeout_s: float | None = None,
+def duration_chart(data: Any, *, timeout_s: float | None = None, timeouts: dict[str, float] | None = None,
                    title: str = "Duration percentiles per task type vs timeout") -> Figure:
-    """p50/p95/p99 per task type as bars, the timeout as a line (per type if a column, else one)."""
+    """p50/p95/p99 per task type as bars, and each type's timeout as a line over its bars.
+
+    The timeout is the type's own (``timeouts``: the timeout its tasks carry in
+    asynq, or a ``timeout_s`` column), else ``timeout_s`` for all; a type with
+    no duration samples is left out rather than drawn as an empty slot.
+    """
+    import math
+
     import numpy as np
 
     df, fig, ax = _figure(data, ("task_type", "p50", "p95", "p99"), "duration_chart")
+    df = df[df[["p50", "p95", "p99"]].notna().any(axis=1)].reset_index(drop=True)
     if df.empty:
         return _empty(fig, ax, "no duration samples")
     x = np.arange(len(df))
     for i, (col, color) in enumerate((("p50", "#6c8ebf"), ("p95", "#d98a00"), ("p99", "#c0262d"))):
-        ax.bar(x + (i - 1) * 0.27, df[col], width=0.27, label=col, color=color)
-    if "timeout_s" in df.columns:
-        for xi, t in zip(x, df["timeout_s"], strict=True):
-            if t == t and t is not None:
-                ax.hlines(t, xi - 0.45, xi + 0.45, colors="#000", linestyles="--", linewidth=1.2)
+        ax.bar(x + (i - 1) * 0.27, df[col].fillna(0), width=0.27, label=col, color=color)
+    from jobrunbook.tables import format_duration
+
+    own = df["timeout_s"] if "timeout_s" in df.columns else [None] * len(df)
+    tallest = max(float(df[["p50", "p95", "p99"]].max().max()), 1e-3)
+    drawn = 0
+    for xi, task_type, t in zip(x, df["task_type"], own, strict=True):
+        limit = t if t is not None and not (isinstance(t, float) and math.isnan(t)) else \
+            (timeouts or {}).get(str(task_type), timeout_s)
+        if not limit:
+            continue
+        if limit <= 3 * tallest:  # near the durations: a line over the type's bars
+            ax.hlines(limit, xi - 0.45, xi + 0.45, colors="#000", linestyles="--", linewidth=1.2)
+            drawn += 1
+        else:  # far above them: said, not drawn (it would flatten every bar)
+            ax.annotate(f"timeout {format_duration(limit)}", (xi, tallest * 1.02), ha="center", va="bottom",
+                        fontsize=7, color="#333")
+    top = max(tallest, float(ax.get_ylim()[1])) if drawn else tallest  # a drawn timeout line stays in view
+    ax.set_ylim(0, top * 1.15)
+    if drawn:
         ax.plot([], [], "k--", label="timeout")
-    elif timeout_s is not None:
-        ax.axhline(timeout_s, color="#000", linestyle="--", linewidth=1.2, label=f"timeout {timeout_s:g}s")
     ax.set_xticks(x, [str(t)[:30] for t in df["task_type"]])
     ax.set_ylabel("seconds")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     return fig
 
 

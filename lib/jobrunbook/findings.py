@@ -38,7 +38,8 @@ SCHEMA = "jobrunbook.findings/1"
 RUN_DIR_ENV = "JOBRUNBOOK_RUN_DIR"
 FINDING_STATUSES = ("ok", "degraded", "failed")
 _SECTION = re.compile(r"^\d\d_[A-Za-z0-9_]+$")
-VERDICT_KEYS = ("verdict", "severity", "failure_ratio", "task_types", "causes", "escalation")
+VERDICT_KEYS = ("verdict", "severity", "failure_ratio", "failure_ratio_source", "task_types", "causes", "escalation",
+                "top_cause")
 
 
 def to_jsonable(value: Any) -> Any:

@@ -29,15 +29,31 @@ __all__ = ["clean_html", "render_report", "render_index", "write_rca", "verdict_
 UNKNOWN = "unknown"
 
 
-def _env():
-    import jinja2
+_ENV = None
 
-    loader = jinja2.FileSystemLoader(str(resources.files("jobrunbook") / "templates"))
-    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.ChainableUndefined)
+
+def _env():
+    global _ENV
+    if _ENV is None:
+        import jinja2
+
+        loader = jinja2.FileSystemLoader(str(resources.files("jobrunbook") / "templates"))
+        _ENV = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.ChainableUndefined)
+    return _ENV
+
+
+def template(name: str):
+    """One of jobrunbook's Jinja templates (``templates/``), autoescaped."""
+    return _env().get_template(name)
 
 
 def _css() -> str:
-    return (resources.files("jobrunbook") / "templates" / "report.css").read_text(encoding="utf-8")
+    """The report's stylesheet, with each cause's colour key (the charts use the same colours)."""
+    from jobrunbook.diagnosis.causes import CAUSES, UNKNOWN_COLOUR
+
+    base = (resources.files("jobrunbook") / "templates" / "report.css").read_text(encoding="utf-8")
+    keys = [f".cause-{c.key.replace('_', '-')}::before{{background:{c.colour}}}" for c in CAUSES]
+    return base + "\n" + "".join(keys) + f".cause-unknown::before{{background:{UNKNOWN_COLOUR}}}\n"
 
 
 def _text(value: Any, limit: int = 500) -> str:
@@ -71,7 +87,12 @@ def _confidence(value: Any) -> tuple[float, str]:
 
 
 def normalise_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
-    """Display-ready strings from the verdict keys, whatever shape they arrived in."""
+    """Display-ready strings from the verdict keys, whatever shape they arrived in.
+
+    A cause's confidence is said once, as a word (``level``), its score kept for a hover
+    (``confidence_score``); a cause's size is its share of the failed tasks. Causes keep the diagnosis's
+    order (by failed tasks) when they carry a share, else they are ordered by confidence.
+    """
     causes_in = verdict.get("causes")
     causes = []
     for c in causes_in if isinstance(causes_in, list) else []:
@@ -85,15 +106,24 @@ def normalise_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
             a = a if isinstance(a, Mapping) else {"title": a}
             actions.append({"title": _text(a.get("title"), 300),
                             "command": str(a.get("command") or "")[:2000]})
-        causes.append({"name": _text(c.get("name"), 200), "confidence": conf, "rank": rank,
+        share = c.get("share") if isinstance(c.get("share"), int | float) else None
+        level = c.get("level") if isinstance(c.get("level"), str) and c.get("level") else None
+        causes.append({"key": _text(c.get("key"), 40) if c.get("key") else "", "name": _text(c.get("name"), 200),
+                       "confidence": level[:20] if level else conf, "rank": rank,
+                       "confidence_score": f"score {rank:.2f} of 1" if level else "",
+                       "share": share, "share_pct": _pct(share) if share is not None else "",
+                       "failures": c.get("failures") if isinstance(c.get("failures"), int) else None,
                        "evidence": [_text(e, 400) for e in evidence][:8], "actions": actions})
-    causes.sort(key=lambda c: -c["rank"])
+    if not any(c["share"] is not None for c in causes):
+        causes.sort(key=lambda c: -c["rank"])
     top = causes[0] if causes else None
+    named = top is not None and verdict.get("top_cause") != UNKNOWN
     esc = verdict.get("escalation") if isinstance(verdict.get("escalation"), Mapping) else {}
     severity = _text(verdict.get("severity"), 40)
     types = verdict.get("task_types")
     if isinstance(types, list):
         types = [t.get("task_type", t.get("name", t)) if isinstance(t, Mapping) else t for t in types]
+    top_action = next((a for a in (top["actions"] if top else []) if a["command"]), None)
     return {
         "headline": _text(verdict.get("verdict"), 400) if verdict.get("verdict") else
         (f"Likely cause: {top['name']}" if top else "unknown: no verdict was recorded"),
@@ -101,13 +131,20 @@ def normalise_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
         "severity_label": severity.upper() if severity != UNKNOWN else "",
         "severity_class": severity.lower() if severity.lower() in ("critical", "warning", "info") else "unknown",
         "failure_pct": _pct(verdict.get("failure_ratio")),
+        "failure_source": _text(verdict.get("failure_ratio_source"), 200) if verdict.get("failure_ratio_source") else "",
         "task_types": _text(types, 300),
-        "cause_name": top["name"] if top else UNKNOWN,
+        "cause_key": top["key"] if top else "",
+        "cause_name": (top["name"] if named else f"unknown (strongest candidate: {top['name']})") if top else UNKNOWN,
         "cause_confidence": top["confidence"] if top else UNKNOWN,
+        "cause_score": top["confidence_score"] if top else "",
+        "cause_share": top["share_pct"] if top else "",
+        "cause_failures": top["failures"] if top else None,
         "cause_evidence": top["evidence"] if top else [],
         "other_causes": causes[1:4],
-        "actions": top["actions"] if top else [],
+        "top_action": top_action,
+        "actions": [a for a in (top["actions"] if top else []) if a is not top_action],
         "deadline": _text(esc.get("deadline_utc"), 60),
+        "deadline_relative": _text(esc.get("deadline_relative"), 60) if esc.get("deadline_relative") else "",
         "next_step": _text(esc.get("next_step"), 300),
         "who": _text(esc.get("who"), 120),
     }
@@ -173,9 +210,86 @@ def _now_text() -> str:
     return clock.utcnow().strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _resolution(run_dir: Path, status: Mapping[str, Any], findings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How the incident ended, for a resolved run: times, the failure rate then and now, what was done, a timeline."""
+    if status.get("state") != "resolved" and not status.get("resolved_at"):
+        return None
+    from markupsafe import Markup
+
+    from jobrunbook.tables import format_duration, render_table
+
+    closing = status.get("closing") if isinstance(status.get("closing"), Mapping) else {}
+    alert = (findings.get("00_alert") or {}).get("data") or {}
+    ttr = status.get("time_to_resolve_s")
+    audit = _audit(run_dir)
+    done = [a for a in audit if not a.get("dry_run") and a.get("step") in ("done", "restore", "refused", "verify",
+                                                                             "interrupted")]
+    rows = [{"time": a.get("ts"), "step": a.get("step"), "action": a.get("action") or "restore",
+             "queue": (a.get("filter") or {}).get("queue", ""), "tasks": a.get("done", a.get("restored")),
+             "export": Path(str(a["export"])).name if a.get("export") else "", "who": a.get("who", "")}
+            for a in done]
+    events = [(status.get("starts_at"), "the alert fired"), (status.get("started_at"), "the runbook run started"),
+              (status.get("ended_at"), "the report was ready")]
+    events += [(a.get("ts"), f"remediation {a.get('step')}: {a.get('action') or 'restore'} "
+                             f"{(a.get('filter') or {}).get('queue', '')}" + (" (dry run)" if a.get("dry_run") else ""))
+               for a in audit if a.get("step") not in ("batch",) and not str(a.get("command", "")).endswith(
+                   "(planned by 06)")]
+    events.append((status.get("resolved_at"), "Alertmanager resolved the alert"))
+    timeline = [{"time": when, "what": what} for when, what in sorted((e for e in events if e[0]),
+                                                                      key=lambda e: str(e[0]))]
+    ratio_now = closing.get("failure_ratio_now")
+    return {
+        "resolved_at": _when_text(status.get("resolved_at")),
+        "time_to_resolve": format_duration(ttr) if isinstance(ttr, int | float) else UNKNOWN,
+        "ratio_then": _pct(alert.get("failure_ratio")),
+        "ratio_now": _pct(ratio_now),
+        "ratio_source": _text(closing.get("failure_ratio_source"), 200) if closing.get("failure_ratio_source") else "",
+        "chart": _resolution_chart(findings, status),
+        "done": Markup(render_table(rows, kinds={"export": "id", "who": "id"})) if rows else None,
+        "timeline": Markup(render_table(timeline, kinds={"what": "text"}, limit=60)),
+    }
+
+
+def _when_text(value: Any) -> str:
+    from jobrunbook.tables import format_time
+
+    return format_time(value) if value else UNKNOWN
+
+
+def _audit(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "audit.jsonl"
+    out = []
+    if path.exists():
+        for raw in path.read_text(encoding="utf-8").splitlines()[-500:]:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out
+
+
+def _resolution_chart(findings: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
+    """The failure ratio the metrics section recorded, redrawn with the alert's start and its resolve."""
+    series = (((findings.get("03_metrics") or {}).get("data") or {}).get("prometheus") or {}).get("series")
+    if not series:
+        return None
+    from jobrunbook.charts import failure_ratio_chart
+
+    try:
+        fig = failure_ratio_chart(series, alert_start=status.get("starts_at") or None,
+                                  resolved_at=status.get("resolved_at") or None, title="Failure ratio until resolved")
+        return "data:image/png;base64," + base64.b64encode(fig.png_bytes()).decode()
+    except Exception:  # noqa: BLE001 - a chart that cannot be drawn leaves the rest of the page
+        return None
+
+
 def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = None) -> Path:
     """Write ``run_dir/report.html`` from the executed notebooks, the findings and status.json."""
     from markupsafe import Markup
+
+    from jobrunbook.history import alert_history
 
     run_dir = Path(run_dir)
     status = dict(status or read_status(run_dir))
@@ -203,9 +317,13 @@ def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | Non
     shown = "".join(str(s["body"]) for s in sections)
     charts = [{"name": p.stem, "uri": uri} for p in sorted((run_dir / "charts").glob("*.png"))
               if (uri := _data_uri(p)).split(",", 1)[1] not in shown]  # figures no section displayed
-    page = _env().get_template("report.html.j2").render(
+    try:
+        history = alert_history(status, run_dir.parent)
+    except Exception:  # noqa: BLE001 - the past of an alert is a courtesy, never a reason to lose the report
+        history = None
+    page = template("report.html.j2").render(
         v=v, status=status, sections=sections, failed=failed, degraded=degraded, charts=charts, css=Markup(_css()),
-        generated=_now_text())
+        generated=_now_text(), history=history, resolution=_resolution(run_dir, status, findings))
     out = run_dir / "report.html"
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
@@ -214,27 +332,21 @@ def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | Non
 
 
 def render_index(outputs_dir: str | os.PathLike) -> Path:
-    """Write ``outputs_dir/index.html``: every run, newest first."""
+    """Write ``outputs_dir/index.html``: every run, by queue/task type, then by alert, newest first."""
     from markupsafe import Markup
+
+    from jobrunbook.history import grouped_runs, read_runs
 
     outputs_dir = Path(outputs_dir)
     runs = []
-    for status_path in outputs_dir.glob("*/status.json"):
-        try:
-            st = json.loads(status_path.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        run_id = status_path.parent.name
-        has_report = (status_path.parent / "report.html").exists()
-        runs.append({
-            "time": str(st.get("started_at") or "")[:19].replace("T", " "), "sort": str(st.get("started_at") or ""),
-            "run_id": run_id, "alertname": st.get("alertname", ""), "queue": st.get("queue", ""),
-            "severity": st.get("severity", ""), "state": st.get("state", UNKNOWN),
-            "verdict": _text(st.get("verdict"), 200),
-            "href": f"{quote(run_id)}/report.html" if has_report else None,
-        })
-    runs.sort(key=lambda r: (r["sort"], r["run_id"]), reverse=True)
-    page = _env().get_template("index.html.j2").render(runs=runs, css=Markup(_css()), generated=_now_text())
+    for st in read_runs(outputs_dir):
+        run_id = st["run_id"]
+        runs.append({**st,
+                     "time": str(st.get("started_at") or "")[:19].replace("T", " "),
+                     "state": st.get("state", UNKNOWN), "verdict": _text(st.get("verdict"), 200),
+                     "href": f"{quote(run_id)}/report.html" if st["has_report"] else None})
+    page = template("index.html.j2").render(groups=grouped_runs(runs), count=len(runs), css=Markup(_css()),
+                                            generated=_now_text())
     out = outputs_dir / "index.html"
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
@@ -288,13 +400,16 @@ def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = 
         lines.append(f"- Time to resolve: {_md(status.get('time_to_resolve_s'))} s")
     charts = sorted((run_dir / "charts").glob("*.png"))
     lines += [f"- ![{_md(p.stem)}](charts/{quote(p.name)})" for p in charts]
-    lines += ["", "## Cause", "", f"**{_md(v['cause_name'])}** ({_md(v['cause_confidence'])} confidence)", ""]
+    share = f"{v['cause_share']} of failed tasks, " if v["cause_share"] else ""
+    lines += ["", "## Cause", "", f"**{_md(v['cause_name'])}** ({_md(share)}{_md(v['cause_confidence'])} confidence)", ""]
     lines += [f"- {_md(e)}" for e in v["cause_evidence"]]
     if v["other_causes"]:
-        lines += ["", "Other candidates: " + ", ".join(f"{_md(c['name'])} ({_md(c['confidence'])})"
-                                                       for c in v["other_causes"])]
+        lines += ["", "Other candidates: " + ", ".join(
+            f"{_md(c['name'])} ({_md(c['share_pct'] + ' of failed tasks' if c['share_pct'] else c['confidence'])})"
+            for c in v["other_causes"])]
     lines += ["", "## Actions", ""]
-    for a in v["actions"] or [{"title": UNKNOWN, "command": ""}]:
+    actions = ([v["top_action"]] if v["top_action"] else []) + v["actions"]
+    for a in actions or [{"title": UNKNOWN, "command": ""}]:
         lines.append(f"1. {_md(a['title'])}")
         if a["command"]:
             lines += ["", "   ```sh", "   " + a["command"].replace("```", "'''").replace("\n", "\n   "), "   ```"]
@@ -306,8 +421,13 @@ def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = 
                 rec = json.loads(raw)
             except ValueError:
                 continue
-            lines.append(f"- {_md(rec.get('at') or rec.get('when'))}: {_md(rec.get('action') or rec.get('op'))} "
-                         f"{'(dry run)' if rec.get('dry_run') else ''}")
+            if rec.get("step") == "batch":
+                continue
+            count = rec.get("done", rec.get("count", rec.get("restored")))
+            lines.append(f"- {_md(rec.get('ts'))}: {_md(rec.get('step'))} {_md(rec.get('action') or 'restore')} "
+                         f"{_md((rec.get('filter') or {}).get('queue', ''))}"
+                         + (f", {_md(count)} task(s)" if count is not None else "")
+                         + (" (dry run)" if rec.get("dry_run") else ""))
     lines += ["", "## Escalation", "", f"Deadline {_md(v['deadline'])}; next step: {_md(v['next_step'])}; "
               f"who: {_md(v['who'])}", "", f"Report: report.html (run {_md(status.get('run_id'))})", ""]
     if isinstance(status.get("closing"), Mapping):

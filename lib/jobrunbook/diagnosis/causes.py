@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Cause", "CAUSES", "CAUSES_BY_KEY", "match_cause", "UNKNOWN", "RunbookAlert", "ALERTS",
+__all__ = ["Cause", "CAUSES", "CAUSES_BY_KEY", "match_cause", "UNKNOWN", "cause_label", "cause_colour",
+           "RunbookAlert", "ALERTS",
            "SERVED_ALERTNAMES", "THRESHOLDS", "NORMAL_RATIO", "alert_for_severity"]
 
 
@@ -58,6 +59,8 @@ class Cause:
     uses_durations: bool = False
     actions: tuple[str, ...] = ()
     rerun_after_fix: bool = True  # does re-running the tasks make sense once fixed?
+    label: str = ""  # a few words, for tables, legends and charts
+    colour: str = "#999999"  # the cause's colour in every chart and table (colour-blind safe, Okabe-Ito based)
     _compiled: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
 
     def matches(self, text: str) -> bool:
@@ -73,6 +76,8 @@ def _cause(**kw) -> Cause:
 CAUSES: tuple[Cause, ...] = (
     _cause(
         key="handler_not_found",
+        label="Handler missing (deploy)",
+        colour="#0072B2",
         title="Deploy dropped or renamed a handler",
         symptoms='"handler not found for task" for one task type, from the moment of a deploy',
         diagnosis="Compare the task types enqueued with the handlers the new build registers",
@@ -83,6 +88,8 @@ CAUSES: tuple[Cause, ...] = (
     ),
     _cause(
         key="lease_expired",
+        label="Worker crash",
+        colour="#56B4E9",
         title="Worker crashed or was OOM-killed mid-task",
         symptoms='"asynq: task lease expired": the worker died or lost Redis while running tasks',
         diagnosis="Look for restarts, OOMKilled and lost Redis connections of the worker",
@@ -95,6 +102,8 @@ CAUSES: tuple[Cause, ...] = (
     ),
     _cause(
         key="validation",
+        label="Validation (SkipRetry)",
+        colour="#009E73",
         title="Validation errors (SkipRetry)",
         symptoms="SkipRetry in logs: tasks archived at once, retried 0",
         diagnosis="Check the task payload",
@@ -105,6 +114,8 @@ CAUSES: tuple[Cause, ...] = (
     ),
     _cause(
         key="panic",
+        label="Panic",
+        colour="#D55E00",
         title="Bug in handler (panic)",
         symptoms="panic recovered by asynq, with a stack trace in the worker log",
         diagnosis="Read the stack trace in the logs",
@@ -114,6 +125,8 @@ CAUSES: tuple[Cause, ...] = (
     ),
     _cause(
         key="rate_limit",
+        label="Rate limited",
+        colour="#CC79A7",
         title="Rate limiting by an external API",
         symptoms="429 Too Many Requests from an external API",
         diagnosis="Check the external API's limits and its logs",
@@ -125,6 +138,8 @@ CAUSES: tuple[Cause, ...] = (
     ),
     _cause(
         key="db_exhaustion",
+        label="Postgres connections exhausted",
+        colour="#8C6D31",
         title="Postgres connections exhausted",
         symptoms='"too many clients" / "remaining connection slots are reserved"',
         diagnosis="Compare connections in use with max_connections",
@@ -139,6 +154,8 @@ CAUSES: tuple[Cause, ...] = (
     ),
     _cause(
         key="redis_exhaustion",
+        label="Redis exhausted",
+        colour="#6A3D9A",
         title="Redis out of clients or memory",
         symptoms='"max number of clients reached" or "OOM command not allowed"',
         diagnosis="Check INFO clients and INFO memory on the worker's Redis",
@@ -151,6 +168,8 @@ CAUSES: tuple[Cause, ...] = (
     ),
     _cause(
         key="dependency",
+        label="Dependency down",
+        colour="#E69F00",
         title="Dependency failure",
         symptoms="Connection errors to Postgres, Redis or an external API",
         diagnosis="Check the dependencies",
@@ -165,6 +184,8 @@ CAUSES: tuple[Cause, ...] = (
     ),
     _cause(
         key="timeout",
+        label="Timeout",
+        colour="#B8A100",
         title="Timeout",
         symptoms="context deadline exceeded",
         diagnosis="Check job duration against the task's timeout",
@@ -175,6 +196,8 @@ CAUSES: tuple[Cause, ...] = (
     ),
     _cause(
         key="bad_data",
+        label="Bad data",
+        colour="#4D4D4D",
         title="Bad data",
         symptoms="Specific records fail, the same ids again and again",
         diagnosis="Check the task payload and the records it names",
@@ -190,6 +213,19 @@ CAUSES: tuple[Cause, ...] = (
 CAUSES_BY_KEY = {c.key: c for c in CAUSES}
 
 UNKNOWN = "unknown"
+UNKNOWN_COLOUR = "#999999"
+
+
+def cause_label(key: str) -> str:
+    """A cause's key as the few words tables and charts show ("rate_limit" -> "Rate limited")."""
+    cause = CAUSES_BY_KEY.get(key)
+    return cause.label if cause else ("Unknown" if key in (UNKNOWN, "", None) else str(key).replace("_", " "))
+
+
+def cause_colour(key: str) -> str:
+    """The colour of a cause in every chart and table."""
+    cause = CAUSES_BY_KEY.get(key)
+    return cause.colour if cause else UNKNOWN_COLOUR
 
 
 def match_cause(error: str, fingerprint: str = "") -> Cause | None:

@@ -252,6 +252,6 @@ def _verdict(top: RankedCause | None, ranked: list[RankedCause], total: int, une
     where = ", ".join(top.task_types[:3])
     onset = {"new": " It started with this alert.", "chronic": " It was already failing before the alert."}.get(top.onset, "")
     second = next((c for c in ranked[1:] if c.failures), None)
-    also = f" Second: {second.title} ({second.share:.0%})." if second and second.share >= 0.1 else ""
-    return (f"{top.title}: {top.share:.0%} of failed tasks ({top.failures} of {total}) on {where}, "
-            f"e.g. \"{group['example_error'][:120]}\" (confidence {top.level}).{onset}{also}{gaps}")
+    also = f" Second: {second.title} ({second.share * 100:.1f} %)." if second and second.share >= 0.1 else ""
+    return (f"{top.title}: {top.share * 100:.1f} % of failed tasks ({top.failures:,} of {total:,}) on {where}, "
+            f"e.g. \"{group['example_error'][:120]}\".{onset}{also}{gaps}")

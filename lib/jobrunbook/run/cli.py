@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--alert", metavar="FILE", type=_alert_path,
                      help="Alertmanager webhook body (version 4) or one alert, '-' = stdin")
     src.add_argument("--label", metavar="K=V", action="append", help="alert label, repeatable (alertname, queue, ...)")
+    src.add_argument("--resolve", metavar="RUN_DIR", type=absolute,
+                     help="close a finished run by hand (the alert resolved): report.html and rca.md say how it ended")
     add_source_flags(p, "redis", "metrics", "prometheus", "alertmanager", "logs", "health", "timeout",
                      labels=False)  # --label is the alert's own: it chooses the target too
     p.add_argument("--notebooks", type=absolute, default="notebooks", help="directory of NN_<section>.ipynb (default notebooks)")
@@ -48,6 +50,8 @@ def command(args: argparse.Namespace) -> int:
     from jobrunbook.webhook import read_webhook
 
     sources = resolve_sources(args, labels={})  # the configuration and flags; each alert then picks its target
+    if args.resolve:
+        return resolve_by_hand(Path(args.resolve), sources.env)
     todo: list[tuple] = []
     if args.alert:
         try:
@@ -88,3 +92,34 @@ def command(args: argparse.Namespace) -> int:
         if pool is not None:
             pool.close()
     return worst
+
+
+def resolve_by_hand(run_dir: Path, env) -> int:
+    """``jobrunbook run --resolve RUN_DIR``: the run is closed now, its failure ratio read from the Prometheus it
+    used (if any), and its report, rca.md and PDF rendered again with how it ended."""
+    import json
+
+    from jobrunbook import clock
+    from jobrunbook.config import Settings
+    from jobrunbook.diagnosis.evidence import parse_time
+    from jobrunbook.record import read_status
+    from jobrunbook.service.worker import close_run, prometheus_ratio
+
+    status = read_status(run_dir)
+    if status.get("state") in ("queued", "running"):
+        raise ConfigError(f"run {run_dir.name} is still {status['state']}", hint="wait for it to finish")
+    try:
+        sources = json.loads((run_dir / "params.json").read_text(encoding="utf-8")).get("sources") or {}
+    except (OSError, ValueError):
+        sources = {}
+    prom = Settings.from_public(sources).url_with_secret("prometheus_url", env) if sources else ""
+    now = clock.now()
+    started = parse_time(status.get("starts_at"))
+    row = {"resolved_at": clock.iso(now), "time_to_resolve_s": round(now - started, 3) if started else None,
+           "queue": status.get("queue", ""), "task_type": status.get("task_type", ""), "resolved_json": "{}"}
+    closing = close_run(run_dir, row, ratio_fn=prometheus_ratio(prom) if prom else None)
+    value = closing["failure_ratio_now"]
+    print(f"resolved {run_dir.name} at {closing['resolved_at']}: failure ratio now "
+          f"{f'{value:.1%}' if value is not None else 'unknown'} ({closing['failure_ratio_source']})")
+    print(f"report: {run_dir / 'report.html'}")
+    return 0

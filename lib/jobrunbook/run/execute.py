@@ -30,7 +30,7 @@ from jobrunbook.record import read_status, write_json, write_status
 from jobrunbook.run.params import RunParams
 from jobrunbook.run.rundir import create_run_dir, discover_notebooks, make_run_id
 
-__all__ = ["Run", "SectionResult", "execute_run", "plan_stages", "set_run_state", "check_parameters",
+__all__ = ["Run", "SectionResult", "execute_run", "plan_stages", "set_run_state", "check_parameters", "render_all",
            "declared_parameters", "DEFAULT_TIMEOUT", "COMPLETED"]
 
 DEFAULT_TIMEOUT = 300.0
@@ -226,7 +226,8 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
         "run_id": run_id, "state": "running", "mode": "warm" if pool else "cold",
         "prestarted_kernels": 0 if pool else prestart,
         "alertname": params.alertname, "severity": params.severity, "queue": params.queue,
-        "task_type": params.task_type, "starts_at": params.starts_at, "started_at": _now(clock),
+        "task_type": params.task_type, "fingerprint": params.fingerprint, "starts_at": params.starts_at,
+        "started_at": _now(clock),
         "ended_at": None, "duration_s": None, "sections": {}, "failed_sections": [], "report": None,
         "verdict": None,
     }
@@ -278,11 +279,14 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
     findings = read_findings(run_dir)
     verdict = summarize_verdict(findings)
     failed = [n for n, r in results.items() if r.state not in COMPLETED]
+    from jobrunbook.report import normalise_verdict
+
     status.update(state="failed" if failed else "done", failed_sections=failed, ended_at=_now(clock),
-                  duration_s=round(time.monotonic() - t0, 3), verdict=verdict.get("verdict"))
+                  duration_s=round(time.monotonic() - t0, 3), verdict=verdict.get("verdict"),
+                  top_cause=verdict.get("top_cause"), top_cause_name=normalise_verdict(verdict)["cause_name"])
     report: Path | None = None
     if render:
-        report = _render_all(run_dir, outputs_dir, status)
+        report = render_all(run_dir, outputs_dir, status)
     save_status()
     return Run(run_id=run_id, run_dir=run_dir, params=params, state=status["state"], sections=results,
                verdict=verdict, report=report, started_at=status["started_at"], ended_at=status["ended_at"],
@@ -306,7 +310,10 @@ def _record_failure(run_dir: Path, name: str, state: str, error: str | None) -> 
     write_findings(name, data, run_dir, status="failed")
 
 
-def _render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any]) -> Path | None:
+def render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any], *, pdf: bool = True) -> Path | None:
+    """report.html, rca.md, report.pdf (when Chromium is there) and the outputs' index.html; status.json says
+    what was rendered. Never raises: a rendering bug is recorded, the run's record survives it."""
+    from jobrunbook.pdf import PdfSkipped, print_pdf
     from jobrunbook.report import render_index, render_report, write_rca
 
     report = None
@@ -319,6 +326,14 @@ def _render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any]) -> Pat
         except Exception as exc:  # noqa: BLE001 - the run's record must survive a rendering bug
             errors.append(f"{type(exc).__name__}: {exc}")
     status["report"] = "report.html" if report else None
+    status.pop("pdf_skipped", None)
+    if report is not None and pdf:
+        try:
+            status["pdf"] = print_pdf(report).name
+        except PdfSkipped as exc:
+            status["pdf"], status["pdf_skipped"] = None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a PDF is for the review; never fail the run for it
+            status["pdf"], status["pdf_skipped"] = None, f"{type(exc).__name__}: {exc}"[:300]
     if errors:
         status["render_errors"] = errors
     write_status(run_dir, status)

@@ -129,13 +129,16 @@ class Section:
     reading: str
     status: str = "ok"  # ok | degraded | failed
     table: Any = None  # a pandas DataFrame
-    tables: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)  # caption -> DataFrame
     charts: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    captions: dict[str, str] = field(default_factory=dict)  # chart name -> what to read from it, one line
+    kinds: dict[str, str] = field(default_factory=dict)  # column -> kind, where the name does not say it
     commands: list[str] = field(default_factory=list)  # exact commands, shown as one code block
     findings: dict[str, Any] = field(default_factory=dict)
     # sources this section could not read (or read only in part), each with how to check it: the section
     # is then ``degraded`` in status.json and the report, whatever else it found
     gaps: list[str] = field(default_factory=list)
+    now: float | None = None  # the moment the section read its sources: tables say "N min ago" from it
 
     def _repr_markdown_(self) -> str:
         return f"**{self.reading}**"
@@ -143,25 +146,28 @@ class Section:
     def display(self) -> None:
         """Show the reading, the tables and the charts (in a notebook; a no-op without IPython)."""
         try:
-            from IPython.display import Markdown, display
+            from IPython.display import HTML, Markdown, display
         except ImportError:  # pragma: no cover - IPython comes with ipykernel
             return
-        import pandas as pd
+        import datetime as dt
 
+        from jobrunbook.tables import render_table
+
+        now = dt.datetime.fromtimestamp(self.now, dt.timezone.utc) if self.now else None
         display(Markdown(f"**{_md_escape(self.reading)}**"))
-        with pd.option_context("display.max_colwidth", 160, "display.max_rows", 60):
-            if self.table is not None and len(self.table):
-                display(self.table)
-            for name, table in self.tables.items():
-                if table is not None and len(table):
-                    display(Markdown(f"*{name}*"))
-                    display(table)
+        if self.table is not None and len(self.table):
+            display(HTML(render_table(self.table, kinds=self.kinds, now=now)))
+        for name, table in self.tables.items():
+            if table is not None and len(table):
+                display(HTML(render_table(table, kinds=self.kinds, caption=name, now=now)))
         if self.commands:
             # fenced code: copy-paste exact, nothing in it is read as Markdown
             fence = "````"
             display(Markdown(f"{fence}sh\n" + "\n".join(c.replace(fence, "") for c in self.commands) + f"\n{fence}"))
-        for fig in self.charts.values():
+        for name, fig in self.charts.items():
             display(fig)
+            if self.captions.get(name):
+                display(Markdown(f"*{_md_escape(self.captions[name])}*"))
 
 
 def _md_escape(text: str) -> str:
@@ -234,6 +240,8 @@ def _finish(ctx: Context, section: str, out: Section) -> Section:
 
     if out.gaps and out.status == "ok":
         out.status = "degraded"
+    if out.now is None:
+        out.now = ctx.now
     data = {"status": out.status, "message": out.reading, **out.findings}
     if out.status == "degraded":
         data["degraded"] = "; ".join(out.gaps) or out.reading

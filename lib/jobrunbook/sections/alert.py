@@ -27,7 +27,7 @@ def assess_alert(ctx: Context) -> Section:
             mine = cells[(cells["queue"] == ctx.queue) & ((cells["task_type"] == ctx.task_type) if ctx.task_type else True)]
             if not mine.empty:
                 ratio = float(mine["failed"].sum() / max(1, mine["processed"].sum()))
-                ratio_source = "worker /metrics (since the worker started)"
+                ratio_source = f"worker /metrics since the worker started, {ctx.task_type or 'every type'} on {ctx.queue}"
         else:
             gaps.append(gap("worker metrics unreachable", r.message, r.hint))
     if ctx.prometheus_url:
@@ -39,7 +39,8 @@ def assess_alert(ctx: Context) -> Section:
             summary = p.data["summary"]
             row = summary[summary["task_type"] == ctx.task_type] if ctx.task_type else summary
             if not row.empty:
-                ratio, ratio_source = float(row["last"].iloc[0]), "Prometheus, rate over 5 min"
+                ratio = float(row["last"].iloc[0])
+                ratio_source = f"Prometheus, 5 min rate, {ctx.task_type or 'every type'} on {ctx.queue}"
         elif not p.reachable:
             gaps.append(gap("Prometheus unreachable", p.message, p.hint))
     if not ctx.metrics_url and not ctx.prometheus_url:
@@ -56,14 +57,14 @@ def assess_alert(ctx: Context) -> Section:
         ("failure rate now", f"{ratio:.1%} ({ratio_source})" if ratio is not None else "unknown"),
         ("escalate by", f"{esc['deadline_utc']} ({esc['deadline_relative']})"),
     ]
-    table = pd.DataFrame(rows, columns=["", "value"]).set_index("")
+    table = pd.DataFrame(rows, columns=["", "value"])
     if ratio is None:
         reading = f"{ctx.severity.capitalize()} alert on {ctx.queue}/{ctx.task_type or 'all'}: the current failure rate could not be read."
     else:
         state = "above" if ratio > threshold else "below"
         reading = (f"{ratio:.1%} of {ctx.task_type or 'jobs'} on {ctx.queue} fail now, {state} the "
                    f"{threshold:.0%} {ctx.severity} threshold; escalate {esc['deadline_relative']}.")
-    return _finish(ctx, "00_alert", Section("00_alert", reading, table=table, gaps=gaps, findings={
+    return _finish(ctx, "00_alert", Section("00_alert", reading, table=table, gaps=gaps, kinds={"": "id"}, findings={
         "alert": ctx.alert, "failure_ratio": ratio, "failure_ratio_source": ratio_source,
         "threshold": threshold, "escalation": esc, "severity": ctx.severity,
         "sources": {k: ctx.settings.public()[k] for k in ("target", "redis_url", "metrics_url", "prometheus_url",

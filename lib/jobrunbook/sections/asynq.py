@@ -8,7 +8,7 @@ from jobrunbook._exceptions import JobrunbookError
 from jobrunbook.sections._base import Context, Section, _finish, _unreachable, gap
 
 
-def _task_timeouts(insp: Any, queues: list[str], *, sample: int = 100) -> dict[str, int]:
+def task_timeouts(insp: Any, queues: list[str], *, sample: int = 100) -> dict[str, int]:
     """Each failing task type's timeout (seconds) as its tasks carry it, from a first page of retry/archived."""
     out: dict[str, int] = {}
     for q in queues:
@@ -38,7 +38,7 @@ def failing_task_types(ctx: Context) -> Section:
         agg = insp.failures()
         history = [insp.history(q.queue, days=7) for q in queues]
         servers = insp.servers()
-        timeouts = _task_timeouts(insp, [q.queue for q in queues])
+        timeouts = task_timeouts(insp, [q.queue for q in queues])
     except JobrunbookError as exc:
         return _finish(ctx, "02_asynq", _unreachable("02_asynq", "asynq's Redis", exc))
     records = agg.to_records()
@@ -53,13 +53,19 @@ def failing_task_types(ctx: Context) -> Section:
                   "processed_today", "failed_today"]
     daily = pd.DataFrame([{"queue": h.queue, "date": d.date, "processed": d.processed, "failed": d.failed}
                           for h in history for d in h.days])
-    charts = {}
+    charts, captions = {}, {}
     if not groups.empty:
         charts["failures_by_cause"] = failures_by_cause_chart(groups.groupby(["task_type", "cause"], as_index=False)["count"].sum())
+        captions["failures_by_cause"] = ("Which task types fail, and why: each bar is a type's failed tasks, "
+                                         "coloured by cause as in every table and chart of this report.")
     if not counts.empty:
         charts["queue_depth"] = queue_depth_chart(counts[["queue", "retry", "archived"]])
+        captions["queue_depth"] = ("Tasks waiting to retry and archived per queue: retry drains by itself once the "
+                                   "cause is fixed; archived tasks need a decision (re-run or delete).")
     if not daily.empty:
         charts["daily_history"] = daily_history_chart(daily)
+        captions["daily_history"] = ("asynq's own daily counters: a failed share (line) far above the days before "
+                                     "means a new problem, a steady one a chronic one.")
     total = int(groups["count"].sum()) if not groups.empty else 0
     by_type = groups.groupby(["queue", "task_type"])["count"].sum().sort_values(ascending=False) if total else None
     if total:
@@ -77,8 +83,8 @@ def failing_task_types(ctx: Context) -> Section:
         "02_asynq", reading, table=shown,
         gaps=[] if agg.complete else [gap("asynq's Redis read in part", str(agg.incomplete_reason),
                                           f"jobrunbook inspect --redis-url {ctx.redis_url}")],
-        tables={"queues": counts[[c for c in state_cols if c in counts.columns]].set_index("queue") if not counts.empty else counts},
-        charts=charts,
+        tables={"Tasks per queue and state (asynq's own counts)": counts[[c for c in state_cols if c in counts.columns]]},
+        charts=charts, captions=captions,
         findings={"groups": records, "queues": counts, "history": daily, "servers": [s.to_dict() for s in servers],
                   "anomalies": agg.anomalies, "tasks": agg.tasks, "timeouts": timeouts,
                   "task_types": by_type.reset_index().to_dict("records") if total else []}))

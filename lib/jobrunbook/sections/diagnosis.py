@@ -33,19 +33,29 @@ def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -
     by_key.setdefault("alert", {"alert": ctx.alert})
     d = diagnose(evidence_from_findings(by_key, settings={**_command_values(ctx), **(settings or {})}), now=ctx.now)
     causes = [c for c in d.causes if c.failures or c.evidence]
-    table = pd.DataFrame([{"cause": c.title, "share": f"{c.share:.0%}", "failed tasks": c.failures,
-                           "confidence": f"{c.level} ({c.confidence:.2f})", "onset": c.onset,
-                           "task types": ", ".join(c.task_types[:4])} for c in causes])
-    report_causes = [{"name": c.title, "confidence": c.confidence, "share": c.share,
+    table = pd.DataFrame([{"cause": c.key, "explains": c.title, "share": c.share, "failed tasks": c.failures,
+                           "confidence": c.level, "onset": c.onset,
+                           "task types": ", ".join(c.task_types[:4]) + (f" and {len(c.task_types) - 4} more"
+                                                                         if len(c.task_types) > 4 else "")}
+                          for c in causes])
+    report_causes = [{"key": c.key, "name": c.title, "confidence": c.confidence, "level": c.level, "share": c.share,
+                      "failures": c.failures,
                       "evidence": [f"{g['count']} × {g['queue']}/{g['task_type']}: {g['example_error'][:160]}" for g in c.groups[:3]]
                       + c.evidence + [f"against: {x}" for x in c.contradictions],
                       "actions": [{"title": a["title"] + (f" ({a['note']})" if a["note"] else ""),
                                    "command": "\n".join(a["commands"])} for a in c.actions]}
                      for c in causes]
+    alert = by_key.get("alert") or {}
+    source = (alert.get("failure_ratio_source") if alert.get("failure_ratio") is not None else
+              "worker /metrics, every type since the worker started" if d.failure_ratio is not None else "")
     findings = {"verdict": d.verdict, "severity": ctx.severity, "failure_ratio": d.failure_ratio,
+                "failure_ratio_source": source,
                 "task_types": d.task_types, "causes": report_causes, "escalation": d.escalation,
                 "checklist": d.checklist, "incident_update": d.incident_update, "top_cause": d.top_cause,
                 "unexplained": d.unexplained, "diagnosis": d.to_dict()}
     gaps = [gap(f"made without {name}", why) for name, why in sorted(d.unavailable.items())]
     return _finish(ctx, "05_diagnosis", Section("05_diagnosis", d.verdict, table=table, gaps=gaps,
-                                                tables={"checklist": pd.DataFrame(d.checklist)}, findings=findings))
+                                                kinds={"explains": "text", "onset": "id", "confidence": "id",
+                                                       "task types": "text"},
+                                                tables={"Quick Response Checklist": pd.DataFrame(d.checklist)},
+                                                findings=findings))

@@ -13,6 +13,7 @@ def job_metrics(ctx: Context) -> Section:
     from jobrunbook.sources import collect_worker_metrics
 
     charts: dict[str, Any] = {}
+    captions: dict[str, str] = {}
     findings: dict[str, Any] = {}
     readings = []
     gaps: list[str] = []
@@ -26,8 +27,14 @@ def job_metrics(ctx: Context) -> Section:
             findings["failure"] = failure
             findings["durations"] = durations
             if not durations.empty:
-                charts["durations"] = duration_chart(durations.rename(columns={"p50_s": "p50", "p95_s": "p95", "p99_s": "p99"}),
-                                                     timeout_s=ctx.task_timeout_s)
+                own = {} if ctx.task_timeout_s else _timeouts_in_asynq(ctx)
+                charts["durations"] = duration_chart(
+                    durations.rename(columns={"p50_s": "p50", "p95_s": "p95", "p99_s": "p99"}),
+                    timeout_s=ctx.task_timeout_s, timeouts=own)
+                captions["durations"] = (
+                    "Bars near or over a type's dashed timeout line mean its jobs run into the timeout; "
+                    + ("the timeout is the configured one." if ctx.task_timeout_s else
+                       "each type's timeout is the one its tasks carry in asynq."))
             worst = table.head(1).to_dict("records")
             if worst:
                 readings.append(f"Worst: {worst[0]['task_type']} on {worst[0]['queue']} at {worst[0]['ratio']:.0%} failed "
@@ -43,7 +50,11 @@ def job_metrics(ctx: Context) -> Section:
         if p.reachable and p.data is not None:
             series = p.data["series"].rename(columns={"timestamp": "time", "value": "failure_ratio"})
             charts["failure_ratio"] = failure_ratio_chart(series, alert_start=ctx.starts_at or None)
-            findings["prometheus"] = {"summary": p.data["summary"], "query": p.data["query"]}
+            captions["failure_ratio"] = ("Failed share per task type over time (Prometheus, 5 min rate): where it "
+                                         "crosses the dashed thresholds, and whether it started with the alert.")
+            findings["prometheus"] = {"summary": p.data["summary"], "query": p.data["query"],
+                                      "series": series[["task_type", "time", "failure_ratio"]] if "task_type" in
+                                      series.columns else series[["time", "failure_ratio"]]}
         else:
             readings.append(f"Prometheus: {p.message}.")
             gaps.append(gap("Prometheus", p.message, p.hint))
@@ -53,4 +64,20 @@ def job_metrics(ctx: Context) -> Section:
         gaps.append(gap("no metrics source configured", "neither the worker's /metrics nor Prometheus",
                         "export JOBRUNBOOK_METRICS_URL=http://worker:8080/metrics"))
     return _finish(ctx, "03_metrics", Section("03_metrics", " ".join(readings) or "Metrics read.", gaps=gaps,
-                                              table=table, charts=charts, findings=findings))
+                                              table=table, charts=charts, captions=captions, findings=findings))
+
+
+def _timeouts_in_asynq(ctx: Context) -> dict[str, int]:
+    """Each failing type's timeout as its tasks carry it in asynq (none when Redis cannot be read)."""
+    from jobrunbook._exceptions import JobrunbookError
+    from jobrunbook.asynq.connection import connect
+    from jobrunbook.asynq.inspector import Inspector
+    from jobrunbook.sections.asynq import task_timeouts
+
+    if not ctx.redis_url:
+        return {}
+    try:
+        insp = Inspector(connect(ctx.redis_connect_url, timeout=ctx.timeout))
+        return task_timeouts(insp, insp.queues())
+    except JobrunbookError:
+        return {}

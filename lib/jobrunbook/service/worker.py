@@ -122,18 +122,14 @@ def _closing(row: Mapping[str, Any], ratio_fn: RatioFn | None, thresholds: Mappi
 
 def close_run(run_dir: Path, row: Mapping[str, Any], *, ratio_fn: RatioFn | None = None,
               thresholds: Mapping[str, float] = THRESHOLDS) -> dict[str, Any]:
-    """Mark a finished run resolved: status.json (state, resolved_at, time_to_resolve_s, closing), rca.md."""
-    from jobrunbook.report import render_index, write_rca
-    from jobrunbook.run.execute import set_run_state
+    """Mark a finished run resolved: status.json (state, resolved_at, time_to_resolve_s, closing), then
+    report.html, rca.md, report.pdf and the index rendered again with how it ended."""
+    from jobrunbook.run.execute import render_all, set_run_state
 
     closing = _closing(row, ratio_fn, thresholds)
     status = set_run_state(run_dir, "resolved", resolved_at=closing["resolved_at"],
                            time_to_resolve_s=closing["time_to_resolve_s"], closing=closing)
-    write_rca(run_dir, status=status)  # with the resolution, from status.json's closing
-    try:
-        render_index(run_dir.parent)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("index not re-rendered after closing %s: %s", run_dir.name, exc)
+    render_all(run_dir, run_dir.parent, status)
     return closing
 
 
