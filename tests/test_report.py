@@ -98,7 +98,9 @@ def test_missing_or_malformed_verdict_keys_read_unknown(tmp_path):
     write_findings("05_diagnosis", {"causes": [{"name": "n", "confidence": "high", "actions": ["just text"]},
                                                "bare cause"]}, run_dir)
     page = render_report(run_dir).read_text()
-    assert "Likely cause: n" in page and "(high confidence)" in page and "just text" in page
+    # the confidence is said once, as the word the finding gave
+    assert re.search(r"Likely cause: n\s*<span class=\"conf\">\(confidence <abbr[^>]*>high</abbr>\)", page)
+    assert "just text" in page
     (run_dir / "findings").mkdir(exist_ok=True)
     for f in (run_dir / "findings").iterdir():
         f.unlink()
@@ -139,3 +141,38 @@ def test_report_in_headless_chromium(run):
     assert page["title"].startswith("Postgres refuses connections")
     assert all(u.startswith(("file:", "data:")) for u in page["requested"]), page["requested"]
     assert page["png"][:8] == b"\x89PNG\r\n\x1a\n" and len(page["png"]) > 10_000
+
+
+def _run_of(outputs, run_id: str, started: str, fingerprint: str, cause: str, queue: str = "critical"):
+    write_status(outputs / run_id, {"run_id": run_id, "started_at": started, "alertname": "JobFailureRateCritical",
+                                    "queue": queue, "task_type": "webhook:deliver", "severity": "critical",
+                                    "state": "done", "fingerprint": fingerprint, "top_cause_name": cause,
+                                    "verdict": f"{cause}: something", "sections": {}})
+    write_findings("05_diagnosis", {"verdict": f"{cause}: something"}, outputs / run_id)
+    return render_report(outputs / run_id)
+
+
+def test_a_report_says_how_often_its_alert_fired_and_what_it_was_last_time(tmp_path):
+    _run_of(tmp_path, "r-old", "2026-11-20T10:00:00Z", "abc123abc123abcd", "Timeout")  # 10 days before: out
+    _run_of(tmp_path, "r-1", "2026-11-28T10:00:00Z", "abc123abc123abcd", "Dependency failure")
+    _run_of(tmp_path, "r-other", "2026-11-29T09:00:00Z", "ffff0000ffff0000", "Panic")  # another alert
+    page = _run_of(tmp_path, "r-2", "2026-11-30T10:00:00Z", "abc123abc123abcd", "Rate limited").read_text()
+    assert "This alert fired 2 times in the last 7 days" in page
+    assert 'Last time the top cause was <b>Dependency failure</b> (<a href="../r-1/report.html">r-1</a>)' in page
+    assert "r-old" not in page and "r-other" not in page
+    first = (tmp_path / "r-1" / "report.html").read_text()
+    assert "This alert fired" not in first  # nothing before it
+
+
+def test_index_groups_runs_by_target_then_alert(tmp_path):
+    for run_id, started, fp, queue in (("a1", "2026-11-28T10:00:00Z", "aaaa0000aaaa0000", "critical"),
+                                       ("b1", "2026-11-29T10:00:00Z", "bbbb0000bbbb0000", "critical"),
+                                       ("a2", "2026-11-30T10:00:00Z", "aaaa0000aaaa0000", "critical"),
+                                       ("c1", "2026-11-27T10:00:00Z", "cccc0000cccc0000", "low")):
+        _run_of(tmp_path, run_id, started, fp, "Timeout", queue)
+    page = render_index(tmp_path).read_text()
+    # critical/webhook:deliver (newest run first), then low; within it, alert aaaa (a2, a1) before bbbb (b1)
+    order = [page.index(f'href="{r}/report.html"') for r in ("a2", "a1", "b1", "c1")]
+    assert order == sorted(order)
+    assert page.index("critical / webhook:deliver") < page.index("low / webhook:deliver")
+    assert page.count("fingerprint aaaa0000aaaa0000 · 2 run(s)") == 1

@@ -401,7 +401,8 @@ def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = 
     charts = sorted((run_dir / "charts").glob("*.png"))
     lines += [f"- ![{_md(p.stem)}](charts/{quote(p.name)})" for p in charts]
     share = f"{v['cause_share']} of failed tasks, " if v["cause_share"] else ""
-    lines += ["", "## Cause", "", f"**{_md(v['cause_name'])}** ({_md(share)}{_md(v['cause_confidence'])} confidence)", ""]
+    lines += ["", "## Cause", "", f"**{_md(v['cause_name'])}** ({_md(share) if share else ''}"
+                                  f"{_md(v['cause_confidence'])} confidence)", ""]
     lines += [f"- {_md(e)}" for e in v["cause_evidence"]]
     if v["other_causes"]:
         lines += ["", "Other candidates: " + ", ".join(
