@@ -37,12 +37,14 @@ test: setup
 	$(PY) -m pytest $(ARGS)
 
 ## test-dates: the date-sensitive tests (marker dates) under faketime, 10 s before and 10 s after the next month begins
-# (the monotonic clock stays real: libfaketime hangs Python's timed waits otherwise)
+# (the monotonic clock stays real: libfaketime hangs Python's timed waits otherwise; tests/bin/realclock has the
+# redis-server and time.sleep that work under it)
 test-dates: setup
 	@next=$$(date -u -d "$$(date -u +%Y-%m-01) +1 month" +%Y-%m-%d); \
 	for t in "$$(date -u -d "$$next 00:00:00 UTC -10 sec" '+%Y-%m-%d %H:%M:%S')" "$$next 00:00:10"; do \
 	  echo "test-dates: at $$t UTC"; \
-	  PATH="$(CURDIR)/tests/bin/realclock:$$PATH" TZ=UTC FAKETIME_DONT_RESET=1 FAKETIME_DONT_FAKE_MONOTONIC=1 \
+	  PATH="$(CURDIR)/tests/bin/realclock:$$PATH" PYTHONPATH="$(CURDIR)/tests/bin/realclock" \
+	  TZ=UTC FAKETIME_DONT_RESET=1 FAKETIME_DONT_FAKE_MONOTONIC=1 \
 	    faketime -f "@$$t" $(PY) -m pytest -m dates $(ARGS) || exit 1; \
 	done
 
