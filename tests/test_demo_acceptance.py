@@ -216,7 +216,7 @@ def test_resolving_a_demo_run_renders_how_it_ended(demo_runs, tmp_path):
     resolved_at = status["resolved_at"][:19].replace("T", " ")
     assert f"Resolved at {resolved_at} UTC" in page["text"]
     assert "How it ended" in page["text"] and "Timeline (UTC)" in page["text"]
-    assert "Alertmanager resolved the alert" in page["text"]
+    assert "resolved by hand (jobrunbook run --resolve)" in page["text"]
     assert page["layout"]["states"] == {n: s["state"] for n, s in status["sections"].items()}
     rca = (copy / "rca.md").read_text()
     assert "## Resolution" in rca and status["resolved_at"][:16] in rca

@@ -111,11 +111,12 @@ def failure_ratio_chart(data: Any, *, alert_start: datetime | str | None = None,
     ax.axhline(warning * 100, color="#d98a00", linestyle="--", linewidth=1, label=f"warning {warning:.0%}")
     ax.axhline(critical * 100, color="#c0262d", linestyle="--", linewidth=1, label=f"critical {critical:.0%}")
     ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], critical * 100 * 1.2))
-    for when, label, style in ((alert_start, "alert fired", ":"), (resolved_at, "resolved", "-.")):
-        if when is not None:
+    for when, label, style, side in ((alert_start, "alert fired", ":", 1), (resolved_at, "resolved", "-.", -1)):
+        if when is not None:  # "resolved" is written left of its line: the right edge is the legend's
             at = pd.to_datetime(when, utc=True)
             ax.axvline(at, color="#333", linestyle=style, linewidth=1.2)
-            ax.annotate(label, (at, ax.get_ylim()[1]), xytext=(4, -12), textcoords="offset points", fontsize=8)
+            ax.annotate(label, (at, ax.get_ylim()[1]), xytext=(4 * side, -12), textcoords="offset points",
+                        fontsize=8, ha="left" if side > 0 else "right")
     ax.set_ylabel("failed %")
     ax.set_title(title)
     _legend_outside(ax)

@@ -234,7 +234,7 @@ def _resolution(run_dir: Path, status: Mapping[str, Any], findings: Mapping[str,
                              f"{(a.get('filter') or {}).get('queue', '')}" + (" (dry run)" if a.get("dry_run") else ""))
                for a in audit if a.get("step") not in ("batch",) and not str(a.get("command", "")).endswith(
                    "(planned by 06)")]
-    events.append((status.get("resolved_at"), "Alertmanager resolved the alert"))
+    events.append((status.get("resolved_at"), f"resolved by {closing.get('resolved_by') or 'Alertmanager'}"))
     timeline = [{"time": when, "what": what} for when, what in sorted((e for e in events if e[0]),
                                                                       key=lambda e: str(e[0]))]
     ratio_now = closing.get("failure_ratio_now")
@@ -367,7 +367,8 @@ def _resolution_lines(closing: Mapping[str, Any]) -> list[str]:
             for (name, t), b in zip((closing.get("thresholds") or {}).items(), (closing.get("below") or {}).values(),
                                     strict=False)]
     return ["## Resolution", "",
-            f"Alertmanager sent resolved at {_md(closing.get('resolved_at'))}; time to resolve: "
+            f"Resolved by {_md(closing.get('resolved_by') or 'Alertmanager')} at {_md(closing.get('resolved_at'))}; "
+            f"time to resolve: "
             f"{_md(closing.get('time_to_resolve_s'))} s.", "",
             f"Failure ratio now: **{now}** ({_md(closing.get('failure_ratio_source'))}, checked "
             f"{_md(closing.get('checked_at'))}).", "", "| threshold | value | now |", "|---|---|---|", *rows, ""]

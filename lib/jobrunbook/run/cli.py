@@ -116,7 +116,8 @@ def resolve_by_hand(run_dir: Path, env) -> int:
     now = clock.now()
     started = parse_time(status.get("starts_at"))
     row = {"resolved_at": clock.iso(now), "time_to_resolve_s": round(now - started, 3) if started else None,
-           "queue": status.get("queue", ""), "task_type": status.get("task_type", ""), "resolved_json": "{}"}
+           "queue": status.get("queue", ""), "task_type": status.get("task_type", ""), "resolved_json": "{}",
+           "resolved_by": "hand (jobrunbook run --resolve)"}
     closing = close_run(run_dir, row, ratio_fn=prometheus_ratio(prom) if prom else None)
     value = closing["failure_ratio_now"]
     print(f"resolved {run_dir.name} at {closing['resolved_at']}: failure ratio now "

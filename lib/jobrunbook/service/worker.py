@@ -111,6 +111,7 @@ def _closing(row: Mapping[str, Any], ratio_fn: RatioFn | None, thresholds: Mappi
             value, source = last, f"{source}; last value in the resolved alert's annotation"
     return {
         "resolved_at": row.get("resolved_at"),
+        "resolved_by": row.get("resolved_by") or "Alertmanager",
         "time_to_resolve_s": row.get("time_to_resolve_s"),
         "failure_ratio_now": value,
         "failure_ratio_source": source,
