@@ -6,7 +6,7 @@ import json
 import shlex
 
 import pytest
-from conftest import ASYNQ_FIXTURES
+from conftest import ASYNQ_FIXTURES, SNAPSHOTS, fixture_dir
 
 from jobrunbook.diagnosis import (
     ACTIONS,
@@ -23,16 +23,17 @@ from jobrunbook.fingerprint import fingerprint
 
 NOW = parse_time("2026-11-29T19:40:00Z")
 TRUTH_TO_CAUSE = {"rate_limit": "rate_limit", "dependency": "dependency", "handler_not_found": "handler_not_found",
-                  "validation": "validation", "timeout": "timeout", "panic": "panic", "bad_data": "bad_data"}
+                  "validation": "validation", "timeout": "timeout", "panic": "panic", "bad_data": "bad_data",
+                  "lease_expired": "lease_expired"}
 
 
 def groups_from_inspector(name: str) -> list[ErrorGroup]:
     """Error groups from asynq's own Inspector view of a capture (the ground truth)."""
-    data = json.loads((ASYNQ_FIXTURES / name / "inspector.json").read_text())
+    data = json.loads((fixture_dir(name) / "inspector.json").read_text())
     groups: dict[tuple, ErrorGroup] = {}
     for q in data["queues"]:
-        for state, tasks in q["tasks"].items():
-            for t in tasks:
+        for state in ("retry", "archived"):  # the failed tasks (headers/ also keeps completed ones)
+            for t in q["tasks"][state]:
                 key = (t["queue"], t["type"], fingerprint(t["last_err"]))
                 g = groups.setdefault(key, ErrorGroup(*key, example_error=t["last_err"], count=0))
                 g.count += 1
@@ -45,10 +46,10 @@ def groups_from_inspector(name: str) -> list[ErrorGroup]:
 
 
 def truth(name: str) -> dict:
-    return json.loads((ASYNQ_FIXTURES / name / "truth.json").read_text())
+    return json.loads((fixture_dir(name) / "truth.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["mixed", "dependency-down", "bad-deploy"])
+@pytest.mark.parametrize("name", SNAPSHOTS)
 def test_top_cause_is_the_captures_dominant_cause(name):
     ev = Evidence(alert={"severity": "critical", "startsAt": "2026-11-29T19:26:00Z"}, groups=groups_from_inspector(name))
     d = diagnose(ev, now=NOW)
