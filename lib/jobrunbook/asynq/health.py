@@ -5,7 +5,10 @@
 - task hashes in no state at all (orphans, asynq#847: the archive trim drops
   ids from the archived zset but leaves their hashes behind), or with no
   ``state`` field;
-- the archive's size against asynq's 10,000 cap.
+- the archive's size against asynq's cap (10,000 unless configured:
+  ``archive_max_size``; an archive keeps the newest cap - 1).
+
+``jobrunbook.asynq.hazards`` adds the checks beyond one queue and the repairs.
 
 Everything is read in slices: ranks of a list/zset in Lua batches of
 ``batch`` ids, task hashes with SCAN COUNT ``batch`` and a Lua check per
@@ -112,7 +115,7 @@ def _s(b: bytes | str) -> str:
 
 
 def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples: int = 5,
-                 max_list_candidates: int = 200_000) -> Health:
+                 max_list_candidates: int = 200_000, archive_cap: int = keys.ARCHIVE_MAX_SIZE) -> Health:
     """Check one queue's data (see the module doc). Raises ``RedisUnavailable`` if Redis goes away."""
     prefix = keys.task_key_prefix(queue)
     qprefix = keys.queue_prefix(queue)
@@ -175,7 +178,7 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
                     orphans.add(f"{tid} ({st})", examples)
         archive_size = client.zcard(keys.state_key(queue, "archived"))
     return Health(queue=queue, missing_hash=missing, state_mismatch=mismatch, orphans=orphans,
-                  no_state_field=no_state, archive_size=archive_size, archive_cap=keys.ARCHIVE_MAX_SIZE,
+                  no_state_field=no_state, archive_size=archive_size, archive_cap=archive_cap,
                   tasks_scanned=scanned, ids_checked=ids_checked, list_check_skipped=too_many)
 
 

@@ -436,7 +436,14 @@ class Inspector:
                 out.append(info)
         return out
 
-    # -- health and failures (their own modules) ----------------------------
+    # -- health, version and failures (their own modules) -------------------
+    def version(self, queues: list[str] | None = None, *, configured: str = "infer", sample: int = 200):
+        """See ``jobrunbook.asynq.versions.detect_version``: the asynq version to read ``queues`` as, and why."""
+        from jobrunbook.asynq.versions import detect_version
+
+        return detect_version(self.client, self.queues() if queues is None else queues, configured=configured,
+                              sample=sample)
+
     def health(self, queue: str, **kwargs):
         """See ``jobrunbook.asynq.health.check_health``."""
         from jobrunbook.asynq.health import check_health

@@ -63,7 +63,7 @@ _CLASSIFIERS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"handler not found for task"), "handler_not_found"),
     (re.compile(r"task lease expired"), "lease_expired"),
     (re.compile(r"skip retry for the task$"), "validation"),
-    (re.compile(r"^panic \["), "panic"),
+    (re.compile(r"^(?:panic error cause by: )?panic \["), "panic"),  # v0.24.x and v0.25.0+ (PanicError)
     (re.compile(r"context deadline exceeded"), "timeout"),
     (re.compile(r"status 429|Too Many Requests"), "rate_limit"),
     (re.compile(r"connection refused|no such host|i/o timeout"), "dependency"),
