@@ -57,6 +57,18 @@ for i = 4, #ARGV do
       mtype, mkey = "zset", qp .. state
       score = redis.call("ZSCORE", mkey, id)
     end
+    if not score then
+      -- not where its state field says (asynq#1085): record the set it really is in, if any
+      for _, s in ipairs({"pending", "active"}) do
+        if not score and redis.call("LPOS", qp .. s, id) then mtype, mkey, score = "list", qp .. s, "" end
+      end
+      for _, s in ipairs({"scheduled", "retry", "archived", "completed"}) do
+        if not score then
+          local found = redis.call("ZSCORE", qp .. s, id)
+          if found then mtype, mkey, score = "zset", qp .. s, found end
+        end
+      end
+    end
     local uval, uttl = false, -2
     if uk and uk ~= "" then
       uval = redis.call("GET", uk)
