@@ -7,7 +7,7 @@ from _asynq_helpers import put_task
 from conftest import SNAPSHOTS, fixture_version, load_fixture_snapshot
 from jobrunbook._exceptions import ConfigError
 from jobrunbook.asynq.inspector import Inspector
-from jobrunbook.asynq.versions import KNOWN_VERSIONS, behaviour, detect_version, normalize_version
+from jobrunbook.asynq.versions import KNOWN_VERSIONS, behaviour, normalize_version
 from jobrunbook.config import load_config
 
 # what each capture's data can tell: the panic text (v0.25+ wraps it), headers (v0.26+ only); crash/ and
