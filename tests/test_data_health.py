@@ -118,3 +118,41 @@ def test_inspect_says_the_version_and_the_cap(rclient, redis_server, capsys, mon
     out = json.loads(capsys.readouterr().out)
     assert out["asynq_version"]["version"] == "v0.25.1" and out["asynq_version"]["source"] == "configured"
     assert out["asynq_version"]["conflicts"] and out["data_health"]["archive_cap"] == 500
+
+
+def test_the_asynq_section_says_the_version_and_the_repairs(rclient, redis_server, tmp_path):
+    from jobrunbook.config import Settings
+    from jobrunbook.run.params import build_params
+    from jobrunbook.sections._base import Context
+    from jobrunbook.sections.asynq import failing_task_types
+
+    load_fixture_snapshot(rclient, "v0.26/headers")
+    (i,) = _half_archived(rclient, "critical", 1)
+    settings = Settings(redis_url=redis_server.url, metrics_url="", log_source="", archive_max_size=2000)
+    ctx = Context(params=build_params({"run_dir": str(tmp_path)}), settings=settings, run_dir=tmp_path)
+    section = failing_task_types(ctx)
+    assert "Read as asynq v0.26.0, detected from the data: 40 failed or completed task(s) carry headers" in \
+        section.reading
+    assert "1 state mismatch in critical" in section.reading
+    assert section.findings["asynq_version"]["version"] == "v0.26.0"
+    assert section.findings["data_health"]["archive_cap"] == 2000
+    assert section.commands == [f"jobrunbook remediate fix-state --queue critical --redis-url {redis_server.url}",
+                                f"jobrunbook remediate fix-state --queue critical --redis-url {redis_server.url} "
+                                "--confirm 1"]
+    assert list(section.tables["data health"]["problem"]) == ["state mismatch"]
+    written = json.loads((tmp_path / "findings" / "02_asynq.json").read_text())
+    assert "Read as asynq v0.26.0" in written["data"]["message"] and i
+
+
+def test_a_mismatched_id_is_no_orphan_to_delete(rclient, tmp_path):
+    from jobrunbook.remediate import clean_orphans, find_orphans
+
+    load_fixture_snapshot(rclient, "mixed")
+    ids = _half_archived(rclient, "default", 2)
+    rclient.zrem(K.state_key("default", "archived"), ids[1])  # and this one is really in no set now
+    assert [o.id for o in find_orphans(rclient, "default")] == [ids[1]]
+    h = Inspector(rclient).health("default")
+    assert (h.orphans.count, h.state_mismatch["archived"].count) == (1, 1)
+    done = clean_orphans(rclient, "default", run_dir=tmp_path, confirm=1)
+    assert done["done"] == 1 and rclient.exists(K.task_key("default", ids[0]))
+    assert not rclient.exists(K.task_key("default", ids[1]))

@@ -4,7 +4,8 @@
 - ids in a state whose hash's ``state`` field names another state;
 - task hashes in no state at all (orphans, asynq#847: the archive trim drops
   ids from the archived zset but leaves their hashes behind), or with no
-  ``state`` field;
+  ``state`` field; an id found in another state's set (a mismatch, above) is
+  not an orphan;
 - the archive's size against asynq's cap (10,000 unless configured:
   ``archive_max_size``; an archive keeps the newest cap - 1).
 
@@ -126,6 +127,7 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
     orphans, no_state = Finding(), Finding()
     ids_checked = scanned = 0
     list_candidates: dict[str, dict[str, bool]] = {"pending": {}, "active": {}}
+    misplaced: set[str] = set()  # ids in a set their hash does not name: mismatches, not orphans
     too_many = False
     with translate_errors(client, doing=f" checking the health of queue {queue!r}"):
         # 1. every id of every state: hash present, state field agrees
@@ -139,6 +141,8 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
                     missing[state].add(_s(tid), examples)
                 for i in range(0, len(wrong), 2):
                     mismatch[state].add(f"{_s(wrong[i])}={_s(wrong[i + 1]) or '(none)'}", examples)
+                    if len(misplaced) < max_list_candidates:
+                        misplaced.add(_s(wrong[i]))
                 ids_checked += n
                 if n < batch:
                     break
@@ -149,6 +153,8 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
             out = hash_slice(keys=chunk, args=[prefix, qprefix])
             for i in range(0, len(out), 3):
                 tid, st, flag = _s(out[i]), _s(out[i + 1]), int(out[i + 2])
+                if tid in misplaced:
+                    continue
                 if not st:
                     no_state.add(tid, examples)
                 elif flag == 2:

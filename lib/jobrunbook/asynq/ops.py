@@ -195,16 +195,17 @@ end
 return out
 """
 
-# A hash whose id is in no set of its state (asynq#847): deleted only if still so.
+# A hash whose id is in no set at all (asynq#847): deleted only if still so. An id in another state's set
+# than its hash names (asynq#1085) is no orphan: ``remediate fix-state`` repairs it.
 # KEYS: lock, groups
 _DELETE_ORPHAN = _HEAD + _RELEASE_UNIQUE + """
 local function is_member(id, state, group)
-  if state == "pending" or state == "active" then
-    return redis.call("LPOS", qp .. state, id) ~= false
-  elseif state == "aggregating" then
-    return group and redis.call("ZSCORE", gp .. group, id) ~= false
-  elseif state == "scheduled" or state == "retry" or state == "archived" or state == "completed" then
-    return redis.call("ZSCORE", qp .. state, id) ~= false
+  if state == "aggregating" and group and redis.call("ZSCORE", gp .. group, id) ~= false then return true end
+  for _, s in ipairs({"pending", "active"}) do
+    if redis.call("LPOS", qp .. s, id) ~= false then return true end
+  end
+  for _, s in ipairs({"scheduled", "retry", "archived", "completed"}) do
+    if redis.call("ZSCORE", qp .. s, id) ~= false then return true end
   end
   return false
 end
