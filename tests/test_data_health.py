@@ -133,7 +133,7 @@ def test_the_asynq_section_says_the_version_and_the_repairs(rclient, redis_serve
     section = failing_task_types(ctx)
     assert "Read as asynq v0.26.0, detected from the data: 40 failed or completed task(s) carry headers" in \
         section.reading
-    assert "1 state mismatch in critical" in section.reading
+    assert "state mismatch in critical (1)" in section.reading
     assert section.findings["asynq_version"]["version"] == "v0.26.0"
     assert section.findings["data_health"]["archive_cap"] == 2000
     assert section.commands == [f"jobrunbook remediate fix-state --queue critical --redis-url {redis_server.url}",

@@ -179,7 +179,7 @@ def render_text(summary: dict) -> str:
     if dh.get("repairs"):
         lines += ["", "Repairs (each change: dry run first; it exports what it touches)"]
         for r in dh["repairs"]:
-            lines.append(f"  {r['queue']}: {r['count']:,} {r['problem']}: {r['why']}")
+            lines.append(f"  {r['queue']}: {r['problem']} ({r['count']:,}): {r['why']}")
             lines += [f"    {c}" for c in r["commands"]]
     return "\n".join(lines) + "\n"
 

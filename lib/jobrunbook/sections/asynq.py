@@ -87,7 +87,7 @@ def failing_task_types(ctx: Context) -> Section:
     if health["redis_hazard"]:
         reading += " " + health["redis_hazard"] + "."
     if repairs:
-        reading += " Data health: " + "; ".join(f"{r['count']:,} {r['problem']} in {r['queue']}" for r in repairs) + \
+        reading += " Data health: " + "; ".join(f"{r['problem']} in {r['queue']} ({r['count']:,})" for r in repairs) + \
             " (repairs below, each a dry run first)."
     shown = groups[["queue", "task_type", "cause", "count", "retry", "archived", "last_failed_at_iso",
                     "example_error"]].head(20).rename(columns={"last_failed_at_iso": "last failed"})
