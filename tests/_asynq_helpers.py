@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from conftest import ASYNQ_FIXTURES
+from conftest import fixture_dir
 from jobrunbook.asynq import keys
 from jobrunbook.asynq.messages import TaskMessage, encode_task
 
 
 def truth(name: str) -> dict:
-    return json.loads((ASYNQ_FIXTURES / name / "inspector.json").read_text())
+    return json.loads((fixture_dir(name) / "inspector.json").read_text())
 
 
 def generated_at(name: str) -> float:

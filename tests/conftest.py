@@ -12,8 +12,26 @@ from jobrunbook.demo.server import free_port, start_redis  # noqa: F401 - the te
 ROOT = Path(__file__).resolve().parents[1]
 # real captures, copied byte for byte from where they were recorded (tests/fixtures/README.md)
 FIXTURES = ROOT / "tests" / "fixtures"
-ASYNQ_FIXTURES = FIXTURES / "asynq"
-SNAPSHOTS = ["mixed", "dependency-down", "bad-deploy"]
+ASYNQ_FIXTURES = FIXTURES / "asynq"  # written by asynq v0.24.1
+ASYNQ_V026_FIXTURES = FIXTURES / "asynq-v0.26"  # written by asynq v0.26.0 (its README.md)
+SNAPSHOTS_V024 = ["mixed", "dependency-down", "bad-deploy"]
+SNAPSHOTS_V026 = ["v0.26/mixed", "v0.26/bad-deploy", "v0.26/crash", "v0.26/headers"]
+# every capture: a test parametrized over these passes on both asynq versions' data
+SNAPSHOTS = SNAPSHOTS_V024 + SNAPSHOTS_V026
+# the captures that come with the worker's /metrics (headers/ has none)
+SNAPSHOTS_WITH_METRICS = [n for n in SNAPSHOTS if n != "v0.26/headers"]
+
+
+def fixture_dir(name: str) -> Path:
+    """The folder of one capture: ``mixed`` (v0.24.1) or ``v0.26/mixed`` (v0.26.0)."""
+    if name.startswith("v0.26/"):
+        return ASYNQ_V026_FIXTURES / name.removeprefix("v0.26/")
+    return ASYNQ_FIXTURES / name
+
+
+def fixture_version(name: str) -> str:
+    """The asynq release that wrote the capture ``name``."""
+    return "v0.26.0" if name.startswith("v0.26/") else "v0.24.1"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -45,7 +63,7 @@ def rclient(redis_server, redis_url):
 
 
 def load_fixture_snapshot(client: redis.Redis, name: str) -> None:
-    """Load tests/fixtures/asynq/NAME/redis.jsonl as the fixtures' README says."""
+    """Load the capture's redis.jsonl (``fixture_dir``) as the fixtures' README says."""
     from jobrunbook.asynq.snapshot import load_snapshot
 
-    load_snapshot(client, ASYNQ_FIXTURES / name / "redis.jsonl")
+    load_snapshot(client, fixture_dir(name) / "redis.jsonl")

@@ -6,7 +6,7 @@ import json
 import shlex
 
 import pytest
-from conftest import ASYNQ_FIXTURES
+from conftest import ASYNQ_FIXTURES, SNAPSHOTS, fixture_dir
 
 from jobrunbook.diagnosis import (
     ACTIONS,
@@ -23,16 +23,17 @@ from jobrunbook.fingerprint import fingerprint
 
 NOW = parse_time("2026-11-29T19:40:00Z")
 TRUTH_TO_CAUSE = {"rate_limit": "rate_limit", "dependency": "dependency", "handler_not_found": "handler_not_found",
-                  "validation": "validation", "timeout": "timeout", "panic": "panic", "bad_data": "bad_data"}
+                  "validation": "validation", "timeout": "timeout", "panic": "panic", "bad_data": "bad_data",
+                  "lease_expired": "lease_expired"}
 
 
 def groups_from_inspector(name: str) -> list[ErrorGroup]:
     """Error groups from asynq's own Inspector view of a capture (the ground truth)."""
-    data = json.loads((ASYNQ_FIXTURES / name / "inspector.json").read_text())
+    data = json.loads((fixture_dir(name) / "inspector.json").read_text())
     groups: dict[tuple, ErrorGroup] = {}
     for q in data["queues"]:
-        for state, tasks in q["tasks"].items():
-            for t in tasks:
+        for state in ("retry", "archived"):  # the failed tasks (headers/ also keeps completed ones)
+            for t in q["tasks"][state]:
                 key = (t["queue"], t["type"], fingerprint(t["last_err"]))
                 g = groups.setdefault(key, ErrorGroup(*key, example_error=t["last_err"], count=0))
                 g.count += 1
@@ -45,10 +46,10 @@ def groups_from_inspector(name: str) -> list[ErrorGroup]:
 
 
 def truth(name: str) -> dict:
-    return json.loads((ASYNQ_FIXTURES / name / "truth.json").read_text())
+    return json.loads((fixture_dir(name) / "truth.json").read_text())
 
 
-@pytest.mark.parametrize("name", ["mixed", "dependency-down", "bad-deploy"])
+@pytest.mark.parametrize("name", SNAPSHOTS)
 def test_top_cause_is_the_captures_dominant_cause(name):
     ev = Evidence(alert={"severity": "critical", "startsAt": "2026-11-29T19:26:00Z"}, groups=groups_from_inspector(name))
     d = diagnose(ev, now=NOW)
@@ -57,9 +58,13 @@ def test_top_cause_is_the_captures_dominant_cause(name):
     assert d.total_failures == sum(g.count for g in ev.groups)
 
 
-def test_mixed_order_follows_failed_attempts():
-    d = diagnose(Evidence(groups=groups_from_inspector("mixed")), now=NOW)
-    attempts = truth("mixed")["failed_attempts"]
+@pytest.mark.parametrize("name", ["mixed", "v0.26/mixed"])
+def test_mixed_order_follows_failed_attempts(name):
+    d = diagnose(Evidence(groups=groups_from_inspector(name)), now=NOW)
+    attempts = truth(name)["failed_attempts"]
+    # the same workload on both versions: v0.26's "panic error cause by: panic [...]" is a panic too
+    by_cause = {c.key: c.failures for c in d.causes}
+    assert (by_cause["panic"], by_cause["bad_data"]) == (attempts["panic"], attempts["bad_data"]) == (7, 7)
     expected = [k for k, v in sorted(attempts.items(), key=lambda kv: -kv[1]) if v]
     got = [c.key for c in d.causes if c.failures]
     # the captures' ties (panic and bad_data both 7) may come in either order
@@ -228,3 +233,16 @@ def test_a_restart_without_a_clean_exit_corroborates_a_crash(tmp_path):
     assert crash.key == alone.key == "lease_expired"
     assert any("no clean exit" in e for e in crash.evidence)
     assert crash.confidence > alone.confidence
+
+
+def test_version_notes_follow_the_assumed_release():
+    groups = groups_from_inspector("v0.26/mixed")
+    d = diagnose(Evidence(groups=groups, asynq_version="v0.25.0", asynq_version_reason="Read as asynq v0.25.0."),
+                 now=NOW)
+    notes = {c.key: c.version_note for c in d.causes}
+    assert "v0.25.0+ archives a SkipRetry task at once whatever IsFailure says" in notes["validation"]
+    assert "panic error cause by" in notes["panic"]
+    old = {c.key: c.version_note for c in diagnose(Evidence(groups=groups, asynq_version="v0.24.1"), now=NOW).causes}
+    assert "retried forever" in old["validation"] and old["validation"] != notes["validation"]
+    assert not any(c.version_note for c in diagnose(Evidence(groups=groups), now=NOW).causes)  # version unknown
+    assert d.asynq_version == "v0.25.0" and d.to_dict()["asynq_version_reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from conftest import SNAPSHOTS, load_fixture_snapshot
 from jobrunbook._exceptions import ConfigError, NotFound
 from jobrunbook.asynq import asynq_pb2, keys
 from jobrunbook.asynq.inspector import Inspector
+from jobrunbook.asynq.messages import decode_task
 
 T0 = 1795980000  # 2026-11-29T19:20:00Z
 
@@ -29,9 +31,19 @@ def test_counts_memory_history_and_tasks_match_asynq(rclient, name):
         for state, tasks in q["tasks"].items():
             got = [t.to_dict() for t in ins.list_tasks(q["queue"], state, size=1000, raw_payload=True)]
             assert len(got) == len(tasks)
-            assert [{k: t[k] for k in tasks[0]} for t in got] == tasks if tasks else True
-            for t in got:
+            # v0.26.0's JSON also carries the payload's bytes: the task's own, byte for byte
+            shown = [k for k in (tasks[0] if tasks else {}) if k != "payload_b64"]
+            assert [{k: t[k] for k in shown} for t in got] == [{k: t[k] for k in shown} for t in tasks]
+            for t, w in zip(got, tasks, strict=True):
                 assert t["anomaly"] is None
+                if "payload_b64" in w:
+                    raw = decode_task(rclient.hget(keys.task_key(q["queue"], t["id"]), "msg")).payload
+                    assert base64.b64decode(w["payload_b64"]) == raw and t["payload_size"] == len(raw)
+                # asynq v0.26's headers (field 15): every task of headers/ has them, read back as sent
+                if name == "v0.26/headers":
+                    assert set(t["headers"]) == {"tenant", "traceparent"}
+                else:
+                    assert t["headers"] == {}
 
 
 def test_paging_get_task_and_redaction(rclient):

@@ -15,8 +15,9 @@ def test_fixtures_are_healthy(rclient):
         for q in ("critical", "default"):
             h = Inspector(rclient).health(q)
             assert h.ok, h
-            assert h.tasks_scanned == h.ids_checked == rclient.zcard(keys.state_key(q, "retry")) + rclient.zcard(
-                keys.state_key(q, "archived"))
+            assert h.tasks_scanned == h.ids_checked == sum(rclient.zcard(keys.state_key(q, s))
+                                                           for s in keys.ZSET_STATES)
+            assert h.tasks_scanned >= rclient.zcard(keys.state_key(q, "retry"))
 
 
 def test_every_kind_of_damage_is_found_and_counted(rclient):
@@ -38,8 +39,10 @@ def test_every_kind_of_damage_is_found_and_counted(rclient):
     assert h.missing_hash["retry"].count == 2 and sorted(h.missing_hash["retry"].examples) == ["ghost1", "ghost2"]
     assert h.missing_hash["pending"].examples == ["ghost3"]
     assert h.state_mismatch["retry"].examples == ["r3=archived"]
-    assert h.orphans.count == 3  # r3 claims archived but is not there, trimmed, lost
-    assert sorted(h.orphans.examples) == ["lost (pending)", "r3 (archived)", "trimmed (archived)"]
+    # trimmed and lost are in no set: orphans. r3 claims archived but is in retry: a mismatch (above), not an
+    # orphan, or `remediate orphans` would offer to delete a task asynq still lists (asynq#1085's repair is fix-state)
+    assert h.orphans.count == 2
+    assert sorted(h.orphans.examples) == ["lost (pending)", "trimmed (archived)"]
     assert h.no_state_field.examples == ["nostate"]
     assert h.tasks_scanned == 29 and h.ids_checked == 25 + 2 + 2
     assert h.archive_size == 0 and h.archive_cap == keys.ARCHIVE_MAX_SIZE == 10_000

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ASYNQ_FIXTURES, SNAPSHOTS
+from conftest import SNAPSHOTS, fixture_dir
 from jobrunbook._exceptions import ConfigError
 from jobrunbook.asynq.snapshot import dump_snapshot, load_snapshot
 
 
 @pytest.mark.parametrize("name", SNAPSHOTS)
 def test_load_then_dump_round_trips(rclient, tmp_path, name):
-    src = ASYNQ_FIXTURES / name / "redis.jsonl"
+    src = fixture_dir(name) / "redis.jsonl"
     assert load_snapshot(rclient, src) == sum(1 for line in src.open() if line.strip())
     out = tmp_path / "dump.jsonl"
     dump_snapshot(rclient, out)

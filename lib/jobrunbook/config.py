@@ -97,6 +97,15 @@ def _metric_names(value: Any) -> Any:
     return value
 
 
+def _asynq_version(value: Any) -> Any:
+    """``asynq_version``: a release asynq made (``v0.26.0``, ``0.25.1``) or ``infer``; ConfigError otherwise."""
+    if not isinstance(value, str):
+        return value  # pydantic says it must be a string
+    from jobrunbook.asynq.versions import normalize_version
+
+    return normalize_version(value)
+
+
 RedisUrl = Annotated[str, Field(strict=True), AfterValidator(_url_checker(("redis", "rediss", "unix")))]
 HttpUrl = Annotated[str, Field(strict=True), AfterValidator(_url_checker(("http", "https")))]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
@@ -113,11 +122,13 @@ _EXPECTED = {
     "related_alerts": "must be a list of strings",
     "log_command": "must be a list of strings",
     "metric_names": "must be a mapping of " + ", ".join(_METRIC_FIELDS),
+    "archive_max_size": "must be a whole number of tasks in [2, 10000000]",
 }
 _HINT = {
     "task_timeout_s": "task_timeout_s: 300", "source_timeout_s": "source_timeout_s: 5",
     "health_urls": "health_urls: {payments: https://api.example.com/health}",
     "redis_url": "redis://host:port/0", "metric_names": "metric_names: {processed: job_processed_total, ...}",
+    "archive_max_size": "archive_max_size: 10000", "asynq_version": "asynq_version: v0.26.0 (or infer)",
 }
 
 
@@ -148,6 +159,10 @@ class Settings(BaseModel):
     served_alertnames: Strings = SERVED_ALERTNAMES  # alerts this runbook answers
     related_alerts: Strings = RELATED_ALERTS  # neighbours looked up in Alertmanager
     metric_names: Annotated[MetricNames, BeforeValidator(_metric_names)] = MetricNames()  # worker metric names
+    # the worker's asynq release (v0.24.0 ... v0.26.0); infer: from the data, else v0.24.1
+    asynq_version: Annotated[str, BeforeValidator(_asynq_version), Field(strict=True)] = "infer"
+    # asynq's archive cap (maxArchiveSize): an archive keeps the newest cap - 1 tasks (ZREMRANGEBYRANK 0 -cap)
+    archive_max_size: Annotated[int, Field(ge=2, le=10_000_000)] = 10_000
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -9,7 +9,9 @@ that changes it:
      or null (an orphan), "unique": {"key", "value": {"b64"}, "ttl_ms"} or null,
      "msg_sha1", "exported_at_ms"}
 
-``fields`` keeps the hash's own field order and ``encoding`` its encoding,
+``membership`` is the set the id is in: the one its ``state`` field names,
+else any other it is found in (an id whose hash names another state,
+asynq#1085), so a restore puts it back where it was. ``fields`` keeps the hash's own field order and ``encoding`` its encoding,
 so a restored hash has the same field order (and DUMPs identically: always
 for a listpack hash, and for a hashtable one of up to 4 fields, which covers
 asynq's msg/state/unique_key/pending_since). After each batch an ``applied`` line lists the ids the script
@@ -56,6 +58,18 @@ for i = 4, #ARGV do
     elseif state == "scheduled" or state == "retry" or state == "archived" or state == "completed" then
       mtype, mkey = "zset", qp .. state
       score = redis.call("ZSCORE", mkey, id)
+    end
+    if not score then
+      -- not where its state field says (asynq#1085): record the set it really is in, if any
+      for _, s in ipairs({"pending", "active"}) do
+        if not score and redis.call("LPOS", qp .. s, id) then mtype, mkey, score = "list", qp .. s, "" end
+      end
+      for _, s in ipairs({"scheduled", "retry", "archived", "completed"}) do
+        if not score then
+          local found = redis.call("ZSCORE", qp .. s, id)
+          if found then mtype, mkey, score = "zset", qp .. s, found end
+        end
+      end
     end
     local uval, uttl = false, -2
     if uk and uk ~= "" then

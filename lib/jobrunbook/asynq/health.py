@@ -4,8 +4,12 @@
 - ids in a state whose hash's ``state`` field names another state;
 - task hashes in no state at all (orphans, asynq#847: the archive trim drops
   ids from the archived zset but leaves their hashes behind), or with no
-  ``state`` field;
-- the archive's size against asynq's 10,000 cap.
+  ``state`` field; an id found in another state's set (a mismatch, above) is
+  not an orphan;
+- the archive's size against asynq's cap (10,000 unless configured:
+  ``archive_max_size``; an archive keeps the newest cap - 1).
+
+``jobrunbook.asynq.hazards`` adds the checks beyond one queue and the repairs.
 
 Everything is read in slices: ranks of a list/zset in Lua batches of
 ``batch`` ids, task hashes with SCAN COUNT ``batch`` and a Lua check per
@@ -112,7 +116,7 @@ def _s(b: bytes | str) -> str:
 
 
 def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples: int = 5,
-                 max_list_candidates: int = 200_000) -> Health:
+                 max_list_candidates: int = 200_000, archive_cap: int = keys.ARCHIVE_MAX_SIZE) -> Health:
     """Check one queue's data (see the module doc). Raises ``RedisUnavailable`` if Redis goes away."""
     prefix = keys.task_key_prefix(queue)
     qprefix = keys.queue_prefix(queue)
@@ -123,6 +127,7 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
     orphans, no_state = Finding(), Finding()
     ids_checked = scanned = 0
     list_candidates: dict[str, dict[str, bool]] = {"pending": {}, "active": {}}
+    misplaced: set[str] = set()  # ids in a set their hash does not name: mismatches, not orphans
     too_many = False
     with translate_errors(client, doing=f" checking the health of queue {queue!r}"):
         # 1. every id of every state: hash present, state field agrees
@@ -136,6 +141,8 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
                     missing[state].add(_s(tid), examples)
                 for i in range(0, len(wrong), 2):
                     mismatch[state].add(f"{_s(wrong[i])}={_s(wrong[i + 1]) or '(none)'}", examples)
+                    if len(misplaced) < max_list_candidates:
+                        misplaced.add(_s(wrong[i]))
                 ids_checked += n
                 if n < batch:
                     break
@@ -146,6 +153,8 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
             out = hash_slice(keys=chunk, args=[prefix, qprefix])
             for i in range(0, len(out), 3):
                 tid, st, flag = _s(out[i]), _s(out[i + 1]), int(out[i + 2])
+                if tid in misplaced:
+                    continue
                 if not st:
                     no_state.add(tid, examples)
                 elif flag == 2:
@@ -175,7 +184,7 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
                     orphans.add(f"{tid} ({st})", examples)
         archive_size = client.zcard(keys.state_key(queue, "archived"))
     return Health(queue=queue, missing_hash=missing, state_mismatch=mismatch, orphans=orphans,
-                  no_state_field=no_state, archive_size=archive_size, archive_cap=keys.ARCHIVE_MAX_SIZE,
+                  no_state_field=no_state, archive_size=archive_size, archive_cap=archive_cap,
                   tasks_scanned=scanned, ids_checked=ids_checked, list_check_skipped=too_many)
 
 

@@ -190,6 +190,7 @@ class TaskInfo:
     completed_at: str | None = None
     group: str = ""
     anomaly: str | None = None  # "missing hash", "corrupt msg", "state field says X"
+    headers: dict[str, str] = field(default_factory=dict)  # asynq v0.26+ (field 15); values redacted like payloads
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -327,7 +328,8 @@ class Inspector:
             payload_size=len(m.payload), retried=m.retried, max_retry=m.retry, last_err=m.error_msg,
             last_failed_at=iso(m.last_failed_at), next_process_at=next_at, timeout_seconds=m.timeout,
             deadline=iso(m.deadline), archived_at=iso(score) if state == "archived" else None,
-            completed_at=iso(m.completed_at), group=m.group_key, anomaly=anomaly)
+            completed_at=iso(m.completed_at), group=m.group_key, anomaly=anomaly,
+            headers=dict(m.headers) if raw_payload else dict.fromkeys(m.headers, "***"))
 
     def list_tasks(self, queue: str, state: str, *, page: int = 0, size: int = 50, raw_payload: bool = False,
                    group: str | None = None) -> list[TaskInfo]:
@@ -434,7 +436,14 @@ class Inspector:
                 out.append(info)
         return out
 
-    # -- health and failures (their own modules) ----------------------------
+    # -- health, version and failures (their own modules) -------------------
+    def version(self, queues: list[str] | None = None, *, configured: str = "infer", sample: int = 200):
+        """See ``jobrunbook.asynq.versions.detect_version``: the asynq version to read ``queues`` as, and why."""
+        from jobrunbook.asynq.versions import detect_version
+
+        return detect_version(self.client, self.queues() if queues is None else queues, configured=configured,
+                              sample=sample)
+
     def health(self, queue: str, **kwargs):
         """See ``jobrunbook.asynq.health.check_health``."""
         from jobrunbook.asynq.health import check_health

@@ -73,6 +73,7 @@ CODES = {
     -4: "not in its state's set",
     -5: "changed since export",
     -6: "no longer orphaned",
+    -8: "also in the state its hash names",
 }
 
 # The lock check every script starts with: nothing is written when it fails.
@@ -194,16 +195,17 @@ end
 return out
 """
 
-# A hash whose id is in no set of its state (asynq#847): deleted only if still so.
+# A hash whose id is in no set at all (asynq#847): deleted only if still so. An id in another state's set
+# than its hash names (asynq#1085) is no orphan: ``remediate fix-state`` repairs it.
 # KEYS: lock, groups
 _DELETE_ORPHAN = _HEAD + _RELEASE_UNIQUE + """
 local function is_member(id, state, group)
-  if state == "pending" or state == "active" then
-    return redis.call("LPOS", qp .. state, id) ~= false
-  elseif state == "aggregating" then
-    return group and redis.call("ZSCORE", gp .. group, id) ~= false
-  elseif state == "scheduled" or state == "retry" or state == "archived" or state == "completed" then
-    return redis.call("ZSCORE", qp .. state, id) ~= false
+  if state == "aggregating" and group and redis.call("ZSCORE", gp .. group, id) ~= false then return true end
+  for _, s in ipairs({"pending", "active"}) do
+    if redis.call("LPOS", qp .. s, id) ~= false then return true end
+  end
+  for _, s in ipairs({"scheduled", "retry", "archived", "completed"}) do
+    if redis.call("ZSCORE", qp .. s, id) ~= false then return true end
   end
   return false
 end
@@ -327,8 +329,12 @@ class BatchOutcome:
 
 
 def apply_batch(client: redis.Redis, lock: QueueLock, action: str, ids: Sequence[str], *,
-                expected_state: str = "", shas: Sequence[str] | None = None, now: int | None = None) -> list[int]:
-    """Run one script over at most MAX_BATCH ids; returns one code per id (see CODES)."""
+                expected_state: str = "", shas: Sequence[str] | None = None, now: int | None = None,
+                archive_cap: int = K.ARCHIVE_MAX_SIZE) -> list[int]:
+    """Run one script over at most MAX_BATCH ids; returns one code per id (see CODES).
+
+    An archive trims as asynq does with its cap ``archive_cap`` (keeping the newest ``archive_cap - 1``).
+    """
     if action not in _SCRIPTS:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     if len(ids) > MAX_BATCH:
@@ -347,7 +353,7 @@ def apply_batch(client: redis.Redis, lock: QueueLock, action: str, ids: Sequence
     elif action == "archive":
         keys.append(K.state_key(q, "archived"))
         now = int(clock.now()) if now is None else int(now)
-        argv += [now, cutoff_for(now), K.ARCHIVE_MAX_SIZE]
+        argv += [now, cutoff_for(now), int(archive_cap)]
     script = client.register_script(_SCRIPTS[action])
     try:
         codes = script(keys=keys, args=argv)
@@ -363,7 +369,8 @@ def apply_in_batches(client: redis.Redis, lock: QueueLock, action: str, ids: Seq
                      expected_state: str = "", batch_size: int = MAX_BATCH, now: int | None = None,
                      before_batch: Callable[[list[str]], list[str] | None] | None = None,
                      after_batch: Callable[[list[str], list[int]], None] | None = None,
-                     timer: Callable[[], float] = time.perf_counter) -> BatchOutcome:
+                     timer: Callable[[], float] = time.perf_counter,
+                     archive_cap: int = K.ARCHIVE_MAX_SIZE) -> BatchOutcome:
     """Apply ``action`` to ``ids`` in batches; renew the lock between batches.
 
     ``before_batch(ids)`` runs before each call (the export) and may return
@@ -381,7 +388,8 @@ def apply_in_batches(client: redis.Redis, lock: QueueLock, action: str, ids: Seq
         shas = before_batch(batch) if before_batch else None
         lock.renew()
         t0 = timer()
-        codes = apply_batch(client, lock, action, batch, expected_state=expected_state, shas=shas, now=now)
+        codes = apply_batch(client, lock, action, batch, expected_state=expected_state, shas=shas, now=now,
+                            archive_cap=archive_cap)
         outcome.call_seconds.append(timer() - t0)
         outcome.batches += 1
         outcome.add(batch, codes)

@@ -2,8 +2,8 @@
 
 ``summarize`` gathers what an on-call engineer needs first (failed-task groups
 and the task types they hit, counts per queue and state, daily history, live
-servers, data health) into one JSON-able dict; ``render_text`` prints it for a
-terminal, most useful first. A section that fails after the first call (Redis
+servers, data health, the asynq version the reading assumed and why) into one
+JSON-able dict; ``render_text`` prints it for a terminal, most useful first. A section that fails after the first call (Redis
 dying mid-way) is recorded under ``errors`` instead of aborting the summary.
 """
 
@@ -22,7 +22,8 @@ _STATES = ("pending", "active", "scheduled", "retry", "archived", "completed", "
 
 
 def summarize(inspector: Inspector, queue: str | None = None, *, top: int = 10, history_days: int = 7,
-              health: bool = True) -> dict:
+              health: bool = True, asynq_version: str = "infer", archive_cap: int = 10_000,
+              redis_url: str = "") -> dict:
     """Everything ``jobrunbook inspect`` shows, as a JSON-able dict.
 
     Keys: generated_at, queues (list of queue_info dicts), totals (state ->
@@ -31,14 +32,20 @@ def summarize(inspector: Inspector, queue: str | None = None, *, top: int = 10, 
     ``top`` largest groups, records of FailureGroup.to_record), task_types
     (failed tasks per queue and type, ``top`` largest), history (queue ->
     History.to_dict), servers (ServerInfo.to_dict list), health (queue ->
-    Health.to_dict), errors (section -> message).
+    Health.to_dict), asynq_version (VersionReading.to_dict: the version
+    assumed, from ``asynq_version`` or the data, and why), data_health
+    (``hazards.check_data_health`` less the per-queue part: Redis hazard,
+    unregistered queues, repairs), errors (section -> message). ``redis_url``
+    (as shown, no password) goes into the repair commands.
     """
+    from jobrunbook.asynq.hazards import check_data_health
+
     names = [queue] if queue else inspector.queues()
     if queue:
         inspector.check_queue(queue)
     out: dict = {"generated_at": iso(inspector.clock()), "queues": [], "totals": dict.fromkeys(_STATES, 0),
                  "failures": {}, "failure_groups": [], "task_types": [], "history": {}, "servers": [],
-                 "health": {}, "errors": {}}
+                 "health": {}, "asynq_version": None, "data_health": None, "errors": {}}
 
     def section(name, fn):
         try:
@@ -68,11 +75,15 @@ def summarize(inspector: Inspector, queue: str | None = None, *, top: int = 10, 
     servers = section("servers", inspector.servers)
     if servers is not None:
         out["servers"] = [s.to_dict() for s in servers]
-    if health:
-        for q in names:
-            h = section(f"health {q}", lambda q=q: inspector.health(q))
-            if h is not None:
-                out["health"][q] = h.to_dict()
+    reading = section("asynq version", lambda: inspector.version(names, configured=asynq_version))
+    if reading is not None:
+        out["asynq_version"] = reading.to_dict()
+    if health and reading is not None:
+        dh = section("data health", lambda: check_data_health(inspector.client, names, reading,
+                                                               archive_cap=archive_cap, redis_url=redis_url))
+        if dh is not None:
+            out["health"] = dh.pop("queues")
+            out["data_health"] = dh
     return out
 
 
@@ -139,6 +150,10 @@ def render_text(summary: dict) -> str:
                      f"{len(s['workers'])} busy workers, queues {s['queues']}")
         for w in s["workers"][:5]:
             lines.append(f"    {w['queue']}/{w['task_type']} {w['task_id']} since {w['started_at']}")
+    reading = summary.get("asynq_version")
+    if reading:
+        lines += ["", reading["sentence"] + (f" Redis {reading['redis_version']}." if reading.get("redis_version")
+                                             else "")]
     for q, h in summary.get("health", {}).items():
         problems = []
         for kind in ("missing_hash", "state_mismatch"):
@@ -153,7 +168,19 @@ def render_text(summary: dict) -> str:
             problems.append(f"archive at {h['archive_size']:,} of asynq's {h['archive_cap']:,} cap: "
                             "further archives drop the oldest")
         lines.append(f"Health {q}: " + ("; ".join(problems) if problems else "ok")
-                     + f" (archive {h['archive_size']:,}/{h['archive_cap']:,})")
+                     + f" (archive {h['archive_size']:,}/{h['archive_cap']:,}, asynq keeps the newest "
+                     f"{h['archive_cap'] - 1:,})")
+    dh = summary.get("data_health") or {}
+    if dh.get("redis_hazard"):
+        lines.append(f"!! {dh['redis_hazard']}")
+    unreg = (dh.get("unregistered") or {})
+    if unreg and not unreg.get("complete", True):
+        lines.append(f"  (unregistered-queue scan stopped after {unreg['keys_scanned']:,} keys)")
+    if dh.get("repairs"):
+        lines += ["", "Repairs (each change: dry run first; it exports what it touches)"]
+        for r in dh["repairs"]:
+            lines.append(f"  {r['queue']}: {r['problem']} ({r['count']:,}): {r['why']}")
+            lines += [f"    {c}" for c in r["commands"]]
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +204,9 @@ def command(args: argparse.Namespace) -> int:
     if not src.settings.redis_url:
         raise ConfigError("no Redis URL", hint="pass --redis-url redis://HOST:PORT/DB or set JOBRUNBOOK_REDIS_URL")
     client = connect(src.settings.redis_url_with_secret(src.env), timeout=args.timeout)
-    summary = summarize(Inspector(client), args.queue, top=args.top, health=not args.no_health)
+    s = src.settings
+    summary = summarize(Inspector(client), args.queue, top=args.top, health=not args.no_health,
+                        asynq_version=s.asynq_version, archive_cap=s.archive_max_size, redis_url=s.public()["redis_url"])
     if args.json:
         json.dump(summary, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

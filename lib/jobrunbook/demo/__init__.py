@@ -10,7 +10,9 @@ with asynq's own state transitions, writes ``demo.json`` and ``alert.json``
 into ``state_dir``, and, when ``live``, keeps the worker ticking every
 ``tick_seconds`` until ``stop()``. From the end of the window on, the worker is a
 live asynq server: its heartbeat (ServerInfo, and WorkerInfo for each running
-task) is written on every tick and cleared by ``stop()``. With ``prometheus`` and ``promtool`` on
+task) is written on every tick and cleared by ``stop()``. ``asynq_version`` picks the release whose
+data the worker writes (v0.24.1 by default; v0.25+: panics as asynq.PanicError, the archive trim
+deleting hashes; v0.26.0: headers on every task). With ``prometheus`` and ``promtool`` on
 PATH it also starts a real Prometheus holding the simulated window (backfilled
 from the metrics recorded at each step) and scraping /metrics live.
 """
@@ -52,8 +54,10 @@ class Demo:
     def __init__(self, scenario: Scenario, seed: int, state_dir: Path, redis_server: PrivateRedis,
                  http: DemoHTTPServer, worker: Worker, log: WorkerLog, timeline: Timeline,
                  postgres_dsn: str, history: dict, prometheus: DemoPrometheus | None = None,
-                 prometheus_note: str | None = None, refusing: RefusingPort | None = None) -> None:
+                 prometheus_note: str | None = None, refusing: RefusingPort | None = None,
+                 asynq_version: str = "v0.24.1") -> None:
         self.scenario = scenario
+        self.asynq_version = asynq_version  # the release whose data the worker writes
         self.seed = seed
         self.state_dir = state_dir
         self.redis = redis_server
@@ -184,6 +188,7 @@ class Demo:
             "scenario": self.scenario.name,
             "description": self.scenario.description,
             "seed": self.seed,
+            "asynq_version": self.asynq_version,
             "redis_url": self.redis_url,
             "redis_kind": self.redis.kind,
             "redis_pid": self.redis.pid,
@@ -216,7 +221,7 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
                now: float | None = None, live: bool = True, tick_seconds: float = 1.0,
                window_minutes: float = 30.0, onset_minutes: float = 12.0, rate_per_second: float = 0.8,
                redis_binary: str | None = None, prometheus: bool = True,
-               postgres_addr: str | None = None) -> Demo:
+               postgres_addr: str | None = None, asynq_version: str = "v0.24.1") -> Demo:
     """Stand up the incident ``scenario`` (a name in SCENARIOS), reproducible by ``seed``.
 
     ``now`` fixes the clock of the simulated history (same seed and now give
@@ -232,7 +237,10 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
     and ``demo.postgres_dsn`` points there, so the probe sees what the tasks saw.
     Otherwise they dial the machine's Postgres on 127.0.0.1:5432.
     """
+    from jobrunbook.asynq.versions import behaviour
+
     sc = get_scenario(scenario)
+    asynq_version = behaviour(asynq_version).version  # a ConfigError for a release jobrunbook does not know
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     now = clock.now() if now is None else float(now)
@@ -252,14 +260,15 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
     metrics = WorkerMetrics()
     log_path = state_dir / "worker.log"
     log_path.unlink(missing_ok=True)
-    log = WorkerLog(log_path, pid=17000 + rng.randrange(3000), rng=random.Random(seed + 1))
+    log = WorkerLog(log_path, pid=17000 + rng.randrange(3000), rng=random.Random(seed + 1), asynq_version=asynq_version)
     binaries = find_binaries() if prometheus else "disabled (prometheus=False)"
     http = prom = None
     try:
         client = redis_server.client()
         http = DemoHTTPServer(metrics, rate_limited=lambda: False).start()
         heartbeat = Heartbeater(client, rng=random.Random(seed + 3))
-        worker = Worker(client, sc, rng, timeline, log, metrics, rate_per_second, heartbeat, pg_addr=pg_addr)
+        worker = Worker(client, sc, rng, timeline, log, metrics, rate_per_second, heartbeat, pg_addr=pg_addr,
+                        asynq_version=asynq_version)
         http.rate_limited = lambda: worker.conditions(clock.now()).rate_limited
         history = write_history(client, random.Random(seed + 2), start, rate_per_second)
         target = http.base_url.removeprefix("http://")
@@ -281,8 +290,8 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
             print(f"jobrunbook demo: no Prometheus: {note}", file=sys.stderr)
         dsn = f"postgresql://postgres@{pg_addr}/postgres" if db_down else REAL_POSTGRES_DSN
         demo = Demo(sc, seed, state_dir, redis_server, http, worker, log, timeline, dsn, history, prom, note,
-                    refusing=refusing)
-        demo.truth = {**sc.truth, "scenario": sc.name, "onset": iso(onset), "deploy_at": iso(timeline.deploy_at),
+                    refusing=refusing, asynq_version=asynq_version)
+        demo.truth = {**sc.truth, "scenario": sc.name, "asynq_version": asynq_version, "onset": iso(onset), "deploy_at": iso(timeline.deploy_at),
                       "measured": measure_truth(client, worker.failed_attempts)}
         demo.alert = build_alert(worker.attempts, sc, onset, now)
         demo.write_records()

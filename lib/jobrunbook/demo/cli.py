@@ -1,6 +1,7 @@
 """`jobrunbook demo`: stand up the live incident, print the inspector's summary.
 
-    jobrunbook demo [--scenario NAME] [--seed N] [--once] [--state-dir DIR] [--port-file FILE] [--no-prometheus]
+    jobrunbook demo [--scenario NAME] [--seed N] [--asynq-version v0.26.0] [--once] [--state-dir DIR]
+                    [--port-file FILE] [--no-prometheus]
 
 Without ``--once`` the worker keeps running until Ctrl-C, then everything it
 started (its redis-server and Prometheus included) is stopped.
@@ -17,6 +18,7 @@ import threading
 from pathlib import Path
 
 from jobrunbook._paths import absolute
+from jobrunbook.asynq.versions import KNOWN_VERSIONS
 from jobrunbook.config_cli import add_source_flags
 from jobrunbook.demo import DEFAULT_STATE_DIR, SCENARIOS, Demo, start_demo
 
@@ -27,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="mixed", choices=sorted(SCENARIOS),
                         help="which incident to stand up (default: mixed)")
     parser.add_argument("--seed", type=int, default=1, help="same seed, same task ids, payloads and errors")
+    parser.add_argument("--asynq-version", default="v0.24.1", choices=KNOWN_VERSIONS,
+                        help="the asynq release whose data the worker writes (default v0.24.1; v0.25+: "
+                             "panic error cause by ..., v0.26.0: headers on the tasks)")
     parser.add_argument("--once", action="store_true", help="write the incident, print the summary, stop")
     parser.add_argument("--state-dir", type=absolute, default=DEFAULT_STATE_DIR,
                         help="where demo.json, alert.json and worker.log go (default: outputs/demo)")
@@ -55,7 +60,8 @@ def render_summary(demo: Demo) -> str:
         client.close()
     truth = demo.truth
     head = [
-        f"demo scenario {demo.scenario.name} (seed {demo.seed}): {demo.scenario.description}",
+        f"demo scenario {demo.scenario.name} (seed {demo.seed}, asynq {demo.asynq_version}): "
+        f"{demo.scenario.description}",
         f"  redis        {demo.redis_url} ({demo.redis.kind})",
         f"  metrics      {demo.metrics_url}",
         f"  prometheus   {demo.prometheus_url or 'none: ' + (demo.prometheus_note or 'not started')}",
@@ -107,7 +113,8 @@ def command(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: done.set())
     demo = start_demo(args.scenario, args.seed, args.state_dir, live=not args.once, tick_seconds=args.tick,
-                      prometheus=getattr(args, "prometheus", True))
+                      prometheus=getattr(args, "prometheus", True),
+                      asynq_version=getattr(args, "asynq_version", "v0.24.1"))
     try:
         if args.port_file:
             args.port_file.parent.mkdir(parents=True, exist_ok=True)

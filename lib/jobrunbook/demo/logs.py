@@ -6,7 +6,11 @@
 - the application's logfmt lines: ``<RFC3339 micro>Z app level=error msg="task failed"
   queue=... task_type=... task_id=... retried=N max_retry=N next=retry|archive error="..."``.
 
-All times are UTC.
+All times are UTC. The stack traces look like the build of the captures of
+the worker's asynq release: v0.24.x a Go 1.19 build with absolute paths
+(``/go/pkg/mod/github.com/hibiken/asynq@v0.24.1/processor.go:416``), v0.25.0+ a
+``-trimpath`` Go 1.27 build (``github.com/hibiken/asynq@v0.26.0/processor.go:427``,
+``created by ... in goroutine N``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ APP_LINE = r'^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z) app level=(\w+) msg=
 _ASYNQ = "/go/pkg/mod/github.com/hibiken/asynq@v0.24.1"
 _GO = "/usr/lib/go-1.19/src/runtime"
 _MAIN = "/go/src/app/cmd/worker-daemon/main.go"
+# per build: asynq's module path, Go's runtime, the program, and the line numbers of asynq's frames
+_STYLES = {
+    "v0.24": {"asynq": "/go/pkg/mod/github.com/hibiken/asynq@{v}", "go": _GO, "main": _MAIN, "stack": 24,
+              "panic": 884, "perform_func1": 416, "server": 577, "servemux": 51, "perform": 432, "exec3": 230,
+              "exec": 219, "goroutine_suffix": False},
+    "v0.25+": {"asynq": "github.com/hibiken/asynq@{v}", "go": "runtime", "main": "jobsvc/worker-daemon/main.go",
+               "stack": 26, "panic": 859, "perform_func1": 427, "server": 650, "servemux": 55, "perform": 446,
+               "exec3": 234, "exec": 222, "goroutine_suffix": True},
+}
 
 # the frames between the handler and asynq's processor, as in the fixtures
 _HANDLER_FRAMES = {
@@ -45,7 +58,13 @@ def _quote(value: str) -> str:
 class WorkerLog:
     """Appends worker log lines to ``path`` (thread-safe)."""
 
-    def __init__(self, path: Path, pid: int = 17909, rng: random.Random | None = None) -> None:
+    def __init__(self, path: Path, pid: int = 17909, rng: random.Random | None = None,
+                 asynq_version: str = "v0.24.1") -> None:
+        from jobrunbook.asynq.versions import behaviour
+
+        b = behaviour(asynq_version)
+        self._style = dict(_STYLES["v0.25+" if b.panic_wrapped else "v0.24"])
+        self._style["asynq"] = self._style["asynq"].format(v=b.version)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.pid = pid
@@ -102,24 +121,30 @@ class WorkerLog:
                 text = text.replace("ADDR", self._addr(), 1)
             return text.replace("CTX", ctx)
 
+        st = self._style
+        asynq, go = st["asynq"], st["go"]
         lines = [f"goroutine {self._goroutine} [running]:",
-                 "runtime/debug.Stack()", f"\t{_GO}/debug/stack.go:24 +0x65",
-                 "github.com/hibiken/asynq.(*processor).perform.func1()", f"\t{_ASYNQ}/processor.go:416 +0x5d",
-                 f"panic({fill(_PANIC_VALUE[kind])})", f"\t{_GO}/panic.go:884 +0x212"]
+                 "runtime/debug.Stack()", f"\t{go}/debug/stack.go:{st['stack']} +0x65",
+                 "github.com/hibiken/asynq.(*processor).perform.func1()",
+                 f"\t{asynq}/processor.go:{st['perform_func1']} +0x5d",
+                 f"panic({fill(_PANIC_VALUE[kind])})", f"\t{go}/panic.go:{st['panic']} +0x212"]
         for func, where in _HANDLER_FRAMES[kind]:
-            lines += [fill(func), f"\t{where}"]
+            lines += [fill(func), f"\t{where.replace(_MAIN, st['main'])}"]
+        created = "created by github.com/hibiken/asynq.(*processor).exec.func1" + (
+            f" in goroutine {self._goroutine - 1}" if st["goroutine_suffix"] else "")
         lines += [f"github.com/hibiken/asynq.HandlerFunc.ProcessTask(0xb3c280?, {{0xb3c280?, {ctx}?}}, {self._addr()}?)",
-                  f"\t{_ASYNQ}/server.go:577 +0x2f",
-                  f"main.metricsMiddleware.func1({{0xb3c280, {ctx}}}, {task})", f"\t{_MAIN}:472 +0x157",
+                  f"\t{asynq}/server.go:{st['server']} +0x2f",
+                  f"main.metricsMiddleware.func1({{0xb3c280, {ctx}}}, {task})", f"\t{st['main']}:472 +0x157",
                   f"github.com/hibiken/asynq.HandlerFunc.ProcessTask({self._addr()}?, {{0xb3c280?, {ctx}?}}, 0x468e0e?)",
-                  f"\t{_ASYNQ}/server.go:577 +0x2f",
+                  f"\t{asynq}/server.go:{st['server']} +0x2f",
                   f"github.com/hibiken/asynq.(*ServeMux).ProcessTask(0x7fd040d795b8?, {{0xb3c280, {ctx}}}, {task}?)",
-                  f"\t{_ASYNQ}/servemux.go:51 +0x46",
+                  f"\t{asynq}/servemux.go:{st['servemux']} +0x46",
                   f"github.com/hibiken/asynq.(*processor).perform({self._addr()}?, {{0xb3c280?, {ctx}?}}, "
                   f"{self._addr()}?)",
-                  f"\t{_ASYNQ}/processor.go:432 +0x82",
-                  "github.com/hibiken/asynq.(*processor).exec.func1.3()", f"\t{_ASYNQ}/processor.go:230 +0x1ca",
-                  "created by github.com/hibiken/asynq.(*processor).exec.func1", f"\t{_ASYNQ}/processor.go:219 +0x265"]
+                  f"\t{asynq}/processor.go:{st['perform']} +0x82",
+                  "github.com/hibiken/asynq.(*processor).exec.func1.3()",
+                  f"\t{asynq}/processor.go:{st['exec3']} +0x1ca",
+                  created, f"\t{asynq}/processor.go:{st['exec']} +0x265"]
         stamp = self._utc(ts).strftime("%Y/%m/%d %H:%M:%S.%f")
         self._write(f"asynq: pid={self.pid} {stamp} ERROR: recovering from panic. See the stack trace below for details:\n"
                     + "\n".join(lines))

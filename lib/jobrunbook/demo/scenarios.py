@@ -32,6 +32,9 @@ __all__ = [
     "Conditions",
     "handle",
     "Outcome",
+    "PANIC_ERRORS",
+    "panic_errors",
+    "task_headers",
 ]
 
 # the cause names of the fixtures' truth.json
@@ -63,7 +66,7 @@ _CLASSIFIERS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"handler not found for task"), "handler_not_found"),
     (re.compile(r"task lease expired"), "lease_expired"),
     (re.compile(r"skip retry for the task$"), "validation"),
-    (re.compile(r"^panic \["), "panic"),
+    (re.compile(r"^(?:panic error cause by: )?panic \["), "panic"),  # v0.24.x and v0.25.0+ (PanicError)
     (re.compile(r"context deadline exceeded"), "timeout"),
     (re.compile(r"status 429|Too Many Requests"), "rate_limit"),
     (re.compile(r"connection refused|no such host|i/o timeout"), "dependency"),
@@ -231,17 +234,48 @@ class Outcome:
 
 _NORMAL_DURATION = {"payment:capture": (0.03, 0.05), "webhook:deliver": (0.001, 0.004),
                     "email:send": (0.02, 0.09), "image:resize": (0.06, 0.24), "report:generate": (0.1, 2.0)}
+# the panic texts asynq v0.24.1 records (a Go 1.19 build with absolute paths, as the v0.24.1 captures)
 PANIC_ERRORS = {
     "decoder": 'panic [/go/src/app/cmd/worker-daemon/main.go:303]: image:resize: unsupported decoder for format "tiff"',
     "index": "panic [/usr/lib/go-1.19/src/runtime/panic.go:113]: runtime error: index out of range [1] with length 1",
     "nil": "panic [/usr/lib/go-1.19/src/runtime/panic.go:260]: runtime error: invalid memory address or nil "
            "pointer dereference",
 }
+# v0.25.0+ wraps them in asynq.PanicError (a -trimpath Go 1.27 build, as the v0.26.0 captures)
+_PANIC_ERRORS_V025 = {
+    "decoder": 'panic error cause by: panic [jobsvc/worker-daemon/main.go:303]: image:resize: unsupported decoder '
+               'for format "tiff"',
+    "index": "panic error cause by: panic [runtime/panic.go:236]: runtime error: index out of range [1] with length 1",
+    "nil": "panic error cause by: panic [runtime/panic.go:262]: runtime error: invalid memory address or nil "
+           "pointer dereference",
+}
+
+
+def panic_errors(asynq_version: str = "v0.24.1") -> dict[str, str]:
+    """The panic texts a worker on ``asynq_version`` records, by kind (decoder, index, nil)."""
+    from jobrunbook.asynq.versions import behaviour
+
+    return _PANIC_ERRORS_V025 if behaviour(asynq_version).panic_wrapped else PANIC_ERRORS
+
+
+_TENANTS = ("acme", "globex", "initech", "umbrella")
+
+
+def task_headers(rng: random.Random, asynq_version: str = "v0.24.1") -> dict[str, str]:
+    """The headers a v0.26.0+ producer sets on a task (as the headers/ capture: tenant, traceparent); none before."""
+    from jobrunbook.asynq.versions import behaviour
+
+    if not behaviour(asynq_version).headers:
+        return {}
+    return {"tenant": rng.choice(_TENANTS),
+            "traceparent": f"00-{rng.getrandbits(128):032x}-{rng.getrandbits(64):016x}-01"}
 
 
 def handle(rng: random.Random, task_type: str, payload: bytes, timeout: int, cond: Conditions, *,
-           pg_addr: str = PG_ADDR) -> Outcome:
-    """Run the simulated handler of ``task_type`` on ``payload`` under ``cond``; its Postgres is ``pg_addr``."""
+           pg_addr: str = PG_ADDR, panics: dict[str, str] | None = None) -> Outcome:
+    """Run the simulated handler of ``task_type`` on ``payload`` under ``cond``; its Postgres is ``pg_addr``,
+    ``panics`` the panic texts of its asynq release (``panic_errors``; v0.24.1's by default)."""
+    panics = panics or PANIC_ERRORS
     lo, hi = _NORMAL_DURATION[task_type]
     duration = round(rng.uniform(lo, hi), 6)
     if cond.deployed and task_type == "payment:capture":
@@ -265,11 +299,11 @@ def handle(rng: random.Random, task_type: str, payload: bytes, timeout: int, con
             return Outcome("unexpected status 429 Too Many Requests", round(rng.uniform(0.0002, 0.001), 6))
     if task_type == "image:resize":
         if p.get("format") == "tiff":
-            return Outcome(PANIC_ERRORS["decoder"], duration, panic_kind="decoder")
+            return Outcome(panics["decoder"], duration, panic_kind="decoder")
         if p.get("format") == "webp" and cond.deployed:
-            return Outcome(PANIC_ERRORS["nil"], fast, panic_kind="nil")
+            return Outcome(panics["nil"], fast, panic_kind="nil")
         if p.get("size") == "320x240" and rng.random() < 0.02:
-            return Outcome(PANIC_ERRORS["index"], fast, panic_kind="index")
+            return Outcome(panics["index"], fast, panic_kind="index")
     if task_type == "report:generate" and p.get("range") == "yearly":
         if rng.random() < (0.9 if cond.slow else 0.05):
             return Outcome("context deadline exceeded", round(timeout + rng.uniform(0.0005, 0.01), 6))

@@ -10,7 +10,7 @@ the task.
 
 from __future__ import annotations
 
-__all__ = ["ENQUEUE", "SCHEDULE", "DEQUEUE", "DONE", "COMPLETE", "RETRY", "ARCHIVE", "FORWARD",
+__all__ = ["ENQUEUE", "SCHEDULE", "DEQUEUE", "DONE", "COMPLETE", "RETRY", "ARCHIVE", "ARCHIVE_V024", "FORWARD",
            "LEASE_EXPIRED", "DELETE_EXPIRED_COMPLETED", "EXTEND_LEASE"]
 
 # KEYS: task, pending | ARGV: msg, id, now_ns
@@ -82,6 +82,7 @@ redis.call('INCR', KEYS[8])
 return 1
 """
 
+# asynq v0.25.0+'s archive: the trim deletes the hashes of the ids it drops (asynq#743)
 # KEYS: task, active, lease, archived, processed:day, failed:day, processed, failed, task prefix
 # ARGV: id, msg, now, cutoff (now - 90 days), max archive size, stats expire_at
 ARCHIVE = _COUNT + """
@@ -92,6 +93,22 @@ local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[4])
 for _, id in ipairs(old) do redis.call('DEL', KEYS[9] .. id); redis.call('ZREM', KEYS[4], id) end
 local extra = redis.call('ZRANGE', KEYS[4], 0, -tonumber(ARGV[5]))
 for _, id in ipairs(extra) do redis.call('DEL', KEYS[9] .. id); redis.call('ZREM', KEYS[4], id) end
+redis.call('HSET', KEYS[1], 'msg', ARGV[2], 'state', 'archived')
+bump(KEYS[5], ARGV[6])
+bump(KEYS[6], ARGV[6])
+redis.call('INCR', KEYS[7])
+redis.call('INCR', KEYS[8])
+return 1
+"""
+
+# asynq v0.24.x's archive: the same, but the trim drops ids only (ZREMRANGEBYSCORE / ZREMRANGEBYRANK) and leaves
+# their hashes behind (asynq#847); same KEYS and ARGV as ARCHIVE
+ARCHIVE_V024 = _COUNT + """
+if redis.call('LREM', KEYS[2], 0, ARGV[1]) == 0 then return redis.error_reply('NOT FOUND') end
+if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then return redis.error_reply('NOT FOUND') end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[4])
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[5]))
 redis.call('HSET', KEYS[1], 'msg', ARGV[2], 'state', 'archived')
 bump(KEYS[5], ARGV[6])
 bump(KEYS[6], ARGV[6])

@@ -37,7 +37,9 @@ from jobrunbook.demo.scenarios import (
     classify_error,
     handle,
     make_payload,
+    panic_errors,
     pick_trait,
+    task_headers,
 )
 
 __all__ = ["Worker", "Timeline", "retry_delay"]
@@ -72,8 +74,14 @@ class _InFlight:
 class Worker:
     def __init__(self, client: redis.Redis, scenario: Scenario, rng: random.Random, timeline: Timeline,
                  log: WorkerLog, metrics: WorkerMetrics, rate_per_second: float = 0.8,
-                 heartbeat: Heartbeater | None = None, pg_addr: str = PG_ADDR) -> None:
+                 heartbeat: Heartbeater | None = None, pg_addr: str = PG_ADDR,
+                 asynq_version: str = "v0.24.1") -> None:
+        from jobrunbook.asynq.versions import behaviour
+
         self.client = client
+        # the release whose data this worker writes: panic texts, headers, the archive's trim
+        self.asynq = behaviour(asynq_version)
+        self._panics = panic_errors(self.asynq.version)
         self.pg_addr = pg_addr  # host:port of the Postgres the handlers dial
         self.scenario = scenario
         self.rng = rng
@@ -111,7 +119,7 @@ class Worker:
         payload = make_payload(self.rng, task_type, trait)
         task_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         return TaskMessage(type=task_type, id=task_id, queue=queue, payload=payload, retry=max_retry,
-                           timeout=timeout, retention=retention)
+                           timeout=timeout, retention=retention, headers=task_headers(self.rng, self.asynq.version))
 
     def produce(self, now: float, seconds: float, pipe) -> None:
         expected = self.rate * seconds
@@ -171,7 +179,8 @@ class Worker:
             if log:
                 self.log.asynq(now, "WARN", f"Retry exhausted for task id={msg.id}")
             updated = replace(msg, error_msg=error, last_failed_at=int(now))
-            self._s["ARCHIVE"](keys=[keys.task_key(q, msg.id), keys.state_key(q, "active"), keys.lease_key(q),
+            archive = self._s["ARCHIVE" if self.asynq.archive_deletes_trimmed else "ARCHIVE_V024"]
+            archive(keys=[keys.task_key(q, msg.id), keys.state_key(q, "active"), keys.lease_key(q),
                                      keys.state_key(q, "archived"), *counters, keys.task_key_prefix(q)],
                                args=[msg.id, encode_task(updated), int(now), int(now) - 90 * 86400,
                                      keys.ARCHIVE_MAX_SIZE, self._stats_expiry(now)])
@@ -262,7 +271,7 @@ class Worker:
                 if msg is None:
                     continue
                 self.inflight[msg.id] = _InFlight(msg, now, handle(self.rng, msg.type, msg.payload, msg.timeout, cond,
-                                                                          pg_addr=self.pg_addr))
+                                                                          pg_addr=self.pg_addr, panics=self._panics))
         if self.inflight:
             by_queue: dict[str, list[str]] = {}
             for job in self.inflight.values():

@@ -5,6 +5,15 @@ asynq records, probe states, related alerts, metric shapes), its resolution
 from the runbook, and the actions to recommend (see ``commands.ACTIONS``).
 Patterns are tried in ``CAUSES`` order: the first cause whose pattern matches
 an error group explains it, so the narrow causes come before the wide ones.
+
+asynq's releases differ in what they write and do (``jobrunbook.asynq.versions``):
+a recovered panic reads ``panic [file:line]: ...`` up to v0.24.x and
+``panic error cause by: panic [file:line]: ...`` from v0.25.0 (asynq.PanicError);
+v0.24.x never archives an error its IsFailure calls no failure (retried
+forever, never counted failed), v0.25.0+ archives it once retries are
+exhausted or on SkipRetry and counts it failed. A cause whose advice depends
+on that carries ``version_notes``; ``Cause.note_for(version)`` gives the one
+for the version the reading assumed.
 """
 
 from __future__ import annotations
@@ -14,7 +23,13 @@ from dataclasses import dataclass, field
 
 __all__ = ["Cause", "CAUSES", "CAUSES_BY_KEY", "match_cause", "UNKNOWN", "cause_label", "cause_colour",
            "RunbookAlert", "ALERTS",
-           "SERVED_ALERTNAMES", "THRESHOLDS", "NORMAL_RATIO", "alert_for_severity"]
+           "SERVED_ALERTNAMES", "THRESHOLDS", "NORMAL_RATIO", "alert_for_severity", "PANIC_PATTERN", "REVOKED_PATTERN"]
+
+# both forms of a panic asynq recovered: v0.24.x "panic [f:l]: x" (or "panic: x" when it has no caller),
+# v0.25.0+ the same wrapped in asynq.PanicError: "panic error cause by: panic [f:l]: x"
+PANIC_PATTERN = r"^(?:panic error cause by: )?panic(?: \[[^\]]*\])?: "
+# asynq.RevokeTask (v0.25.0+): the task is done, counted processed, never failed
+REVOKED_PATTERN = r"(?:^|: )revoke task$"
 
 
 @dataclass(frozen=True)
@@ -61,10 +76,19 @@ class Cause:
     rerun_after_fix: bool = True  # does re-running the tasks make sense once fixed?
     label: str = ""  # a few words, for tables, legends and charts
     colour: str = "#999999"  # the cause's colour in every chart and table (colour-blind safe, Okabe-Ito based)
+    # asynq release -> what differs there ("v0.24" for v0.24.x, "v0.25+" for v0.25.0 and later)
+    version_notes: tuple[tuple[str, str], ...] = ()
     _compiled: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
 
     def matches(self, text: str) -> bool:
         return any(p.search(text) for p in self._compiled)
+
+    def note_for(self, version: str | None) -> str:
+        """The version note for asynq ``version`` (``v0.26.0``), "" when this cause has none."""
+        from jobrunbook.asynq.versions import behaviour
+
+        family = "v0.25+" if behaviour(version).archives_non_failures else "v0.24"
+        return dict(self.version_notes).get(family, "")
 
 
 def _cause(**kw) -> Cause:
@@ -111,6 +135,13 @@ CAUSES: tuple[Cause, ...] = (
         patterns=(r"skip retry for the task",),
         actions=("inspect_task", "list_archived", "fix_enqueuer", "delete_archived"),
         rerun_after_fix=False,
+        version_notes=(
+            ("v0.24", "asynq v0.24.x archives a SkipRetry task at once only when the server's IsFailure calls the "
+                      "error a failure (the default); if IsFailure returns false for it, it is retried forever, "
+                      "retried stays 0 and it is never counted failed: look in retry, not archived"),
+            ("v0.25+", "asynq v0.25.0+ archives a SkipRetry task at once whatever IsFailure says, and counts it "
+                       "failed: the tasks are in archived"),
+        ),
     ),
     _cause(
         key="panic",
@@ -120,8 +151,13 @@ CAUSES: tuple[Cause, ...] = (
         symptoms="panic recovered by asynq, with a stack trace in the worker log",
         diagnosis="Read the stack trace in the logs",
         resolution="Fix and deploy (or roll back the build that introduced it); then re-run the tasks",
-        patterns=(r"^panic \[", r"\bpanic: ", r"nil pointer dereference", r"index out of range"),
+        patterns=(PANIC_PATTERN, r"\bpanic: ", r"nil pointer dereference", r"index out of range"),
         actions=("panic_trace", "rollout_history", "rollback", "rerun_retry"),
+        version_notes=(
+            ("v0.24", 'asynq v0.24.x records the panic as "panic [file:line]: ..."'),
+            ("v0.25+", 'asynq v0.25.0+ records it as "panic error cause by: panic [file:line]: ..." '
+                       "(asynq.PanicError; asynq.IsPanicError tells it in an ErrorHandler)"),
+        ),
     ),
     _cause(
         key="rate_limit",
@@ -135,6 +171,13 @@ CAUSES: tuple[Cause, ...] = (
         probe_kinds=("http",),
         related_alerts=("HighErrorRate",),
         actions=("check_external", "add_backoff"),
+        version_notes=(
+            ("v0.24", "if the server's IsFailure returns false for rate limits, asynq v0.24.x retries those tasks "
+                      "without counting them failed or raising retried, and never archives them"),
+            ("v0.25+", "if the server's IsFailure returns false for rate limits, asynq v0.25.0+ still retries them "
+                       "without counting, but archives (and counts failed) a task whose retries an earlier "
+                       "failure had already used up"),
+        ),
     ),
     _cause(
         key="db_exhaustion",
@@ -181,6 +224,12 @@ CAUSES: tuple[Cause, ...] = (
         probe_kinds=("postgres", "redis", "http"),
         related_alerts=("DBConnectionExhausted",),
         actions=("check_postgres", "restart_postgres", "rerun_retry"),
+        version_notes=(
+            ("v0.24", "asynq v0.24.x never archives an error its IsFailure calls no failure: such tasks stay in "
+                      "retry until the dependency is back"),
+            ("v0.25+", "asynq v0.25.0+ archives a task once its retries are exhausted even for an error IsFailure "
+                       "calls no failure: check archived too, and re-run it once fixed"),
+        ),
     ),
     _cause(
         key="timeout",

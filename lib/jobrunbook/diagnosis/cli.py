@@ -49,7 +49,8 @@ def command(args: argparse.Namespace) -> int:
                                metrics_url=s.url_with_secret("metrics_url", env) or None,
                                logs=s.log_args() or None, postgres_dsn=s.postgres_dsn(env),
                                health_urls=health, alertmanager_url=s.url_with_secret("alertmanager_url", env) or None,
-                               alert=alert, task_timeout_s=s.task_timeout_s, timeout=args.timeout or s.source_timeout_s)
+                               alert=alert, task_timeout_s=s.task_timeout_s, timeout=args.timeout or s.source_timeout_s,
+                               asynq_version=s.asynq_version)
     values = command_values(postgres_dsn=s.postgres_dsn(env), health_urls=health,
                             metrics_url=s.public()["metrics_url"] or None,
                             names={"deployment": s.worker_deployment, "container": s.worker_container,
@@ -65,6 +66,8 @@ def command(args: argparse.Namespace) -> int:
 def render_text(d: Diagnosis, *, max_causes: int = 4) -> str:
     """The diagnosis for a terminal: verdict, causes with evidence and commands, escalation."""
     out = [f"VERDICT  {d.verdict}", ""]
+    if d.asynq_version_reason:
+        out.append(d.asynq_version_reason)
     if d.failure_ratio is not None:
         out.append(f"failure ratio now: {d.failure_ratio:.1%}")
     for i, c in enumerate([c for c in d.causes if c.failures or c.evidence][:max_causes], 1):
@@ -77,6 +80,8 @@ def render_text(d: Diagnosis, *, max_causes: int = 4) -> str:
         for e in c.contradictions:
             out.append(f"     - {e}")
         out.append(f"     fix: {c.resolution}")
+        if c.version_note:
+            out.append(f"     asynq {d.asynq_version}: {c.version_note}")
         for a in c.actions:
             out.append(f"     > {a['title']}")
             out.extend(f"         $ {cmd}" for cmd in a["commands"])

@@ -93,6 +93,9 @@ class Evidence:
     deploy_time: float | None = None  # when the worker was last deployed (a graceful restart), if known
     crashes: list[float] = field(default_factory=list)  # worker starts with no clean exit before them
     unavailable: dict[str, str] = field(default_factory=dict)  # source -> why
+    asynq_version: str | None = None  # the release the asynq reading assumed (section 02), None if unknown
+    asynq_version_reason: str = ""  # why: VersionReading.sentence()
+    revoked: int = 0  # tasks the worker's log shows revoked (asynq.RevokeTask, v0.25+): done, not failures
     settings: dict[str, Any] = field(default_factory=dict)  # container, deployment, namespace
 
     @property

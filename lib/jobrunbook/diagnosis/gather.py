@@ -99,10 +99,14 @@ def evidence_from_findings(findings: dict[str, dict[str, Any]], *, settings: dic
 
     asynq = findings.get("asynq") or {}
     ev.groups = groups_from_aggregate(asynq.get("groups") or [])
+    reading = asynq.get("asynq_version") or {}
+    ev.asynq_version = reading.get("version")
+    ev.asynq_version_reason = reading.get("sentence") or ""
     if asynq.get("servers") is not None:
         ev.servers_alive = len(asynq["servers"])
 
     logs = findings.get("logs") or {}
+    ev.revoked = int(logs.get("revoked") or 0)
     ev.log_groups = _groups_from_logs(logs.get("groups") or [], queue=ev.alert.get("queue", ""))
     restarts = logs.get("restarts") or []
     if ev.deploy_time is None:
@@ -148,7 +152,7 @@ def gather_findings(*, redis_url: str | None, metrics_url: str | None = None, lo
                     postgres_dsn: str | None = None, health_urls: list[str] | None = None,
                     alertmanager_url: str | None = None, alert: dict[str, Any] | None = None,
                     task_timeout_s: float | None = None, timeout: float = 5.0,
-                    logs: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                    logs: dict[str, Any] | None = None, asynq_version: str = "infer") -> dict[str, dict[str, Any]]:
     """Read every configured source now and return findings as the sections write them.
 
     ``logs`` is where the worker's log is, as ``collect_worker_logs`` takes it (``{"kind": "docker",
@@ -168,7 +172,8 @@ def gather_findings(*, redis_url: str | None, metrics_url: str | None = None, lo
             agg = inspector.failures()
             findings["asynq"] = {"status": "ok" if agg.complete else "degraded",
                                  "message": agg.incomplete_reason or f"{agg.tasks} failed tasks read",
-                                 "groups": agg.to_records(), "servers": [s.to_dict() for s in inspector.servers()]}
+                                 "groups": agg.to_records(), "servers": [s.to_dict() for s in inspector.servers()],
+                                 "asynq_version": inspector.version(configured=asynq_version).to_dict()}
         except JobrunbookError as exc:
             findings["asynq"] = {"status": "down", "message": str(exc)}
     if metrics_url:
@@ -178,8 +183,15 @@ def gather_findings(*, redis_url: str | None, metrics_url: str | None = None, lo
                                                               timeout=timeout), ("failure", "durations"))
     if logs:
         from jobrunbook.sources import collect_worker_logs
+        from jobrunbook.sources.logs import log_window
 
-        findings["logs"] = _section(collect_worker_logs(since="24h", **logs), ("groups", "panics", "restarts"))
+        # from before the alert, else before the first failure in Redis: never the wall clock's last 24 h
+        first = min((g["first_failed_at"] for g in (findings.get("asynq") or {}).get("groups") or []
+                     if g.get("first_failed_at")), default=None)
+        since = log_window((alert or {}).get("startsAt"), first_seen=first)
+        findings["logs"] = _section(collect_worker_logs(since=since, **logs),
+                                    ("groups", "panics", "restarts", "revoked", "asynq_versions"))
+        findings["logs"]["since"] = since
     if postgres_dsn or health_urls or redis_url:
         from jobrunbook.sources import probe_dependencies
 

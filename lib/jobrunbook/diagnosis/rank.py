@@ -44,6 +44,7 @@ class RankedCause:
     resolution: str = ""
     actions: list[dict[str, Any]] = field(default_factory=list)
     in_runbook: bool = True
+    version_note: str = ""  # what the assumed asynq release does differently for this cause
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -63,6 +64,9 @@ class Diagnosis:
     sources_used: list[str]
     unavailable: dict[str, str]
     failure_ratio: float | None
+    asynq_version: str | None = None  # the release the reading assumed (and why: asynq_version_reason)
+    asynq_version_reason: str = ""
+    revoked: int = 0  # revoked tasks the log shows: not counted as failures
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -202,6 +206,7 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> 
             groups=[_group_dict(g) for g in groups[:max_groups]], resolution=cause.resolution,
             actions=render_actions(cause.actions, values, groups=[_group_dict(g) for g in groups]),
             in_runbook=cause.in_runbook,
+            version_note=cause.note_for(ev.asynq_version) if ev.asynq_version else "",
         ))
     ranked.sort(key=lambda c: (-c.failures, -c.confidence))
 
@@ -233,11 +238,15 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> 
                                            ("metrics", ev.durations or ev.failure_ratio is not None),
                                            ("alertmanager", ev.related_alerts)) if present],
         unavailable=dict(ev.unavailable), failure_ratio=ev.failure_ratio,
+        asynq_version=ev.asynq_version, asynq_version_reason=ev.asynq_version_reason, revoked=ev.revoked,
     )
 
 
 def _verdict(top: RankedCause | None, ranked: list[RankedCause], total: int, unexplained: dict, ev: Evidence) -> str:
     gaps = f" Not reachable: {', '.join(sorted(ev.unavailable))}." if ev.unavailable else ""
+    if ev.revoked:
+        gaps = (f" {ev.revoked} task(s) the worker revoked (asynq.RevokeTask) are done, not failures, and are "
+                "not counted." + gaps)
     if not total:
         if ev.unavailable.get("asynq") and not ev.log_groups:
             return (f"The failed tasks could not be read ({ev.unavailable['asynq'][:160]}), so the evidence does "

@@ -9,6 +9,7 @@
     plan.py       plan_remediation (the dry run) and execute_remediation (under the queue's lock, in batches)
     audit.py      audit.jsonl, the run directory of a manual remediation, export_path, the recovery watch
     leftovers.py  what asynq leaves behind: orphaned hashes (asynq#847), ids that block a re-enqueue (asynq#492)
+    fix_state.py  ids whose hash names another state than their set (asynq#1085): found, exported, repaired
     cli.py        `jobrunbook remediate ...`
     restore.py    `jobrunbook restore EXPORT`
 """
@@ -21,6 +22,7 @@ from jobrunbook.remediate.audit import (
     read_audit,
     watch_recovery,
 )
+from jobrunbook.remediate.fix_state import Mismatch, find_mismatches, fix_states
 from jobrunbook.remediate.leftovers import Orphan, clean_orphans, find_blocking_ids, find_orphans, list_tasks
 from jobrunbook.remediate.plan import (
     VALID_STATES,
@@ -37,7 +39,7 @@ from jobrunbook.remediate.select import TaskFilter, parse_when, select_tasks, st
 __all__ = [
     "TaskFilter", "parse_when", "select_tasks", "state_counts",
     "Plan", "Result", "VALID_STATES", "plan_remediation", "execute_remediation", "format_plan", "confirm_margin",
-    "check_queue",
+    "check_queue", "Mismatch", "find_mismatches", "fix_states",
     "append_audit", "read_audit", "default_run_dir", "export_path", "actor", "watch_recovery",
     "Orphan", "find_orphans", "find_blocking_ids", "clean_orphans", "list_tasks",
 ]

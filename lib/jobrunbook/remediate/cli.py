@@ -9,6 +9,7 @@
     jobrunbook remediate ls --queue default --state archived
     jobrunbook remediate orphans --queue default [--confirm N]
     jobrunbook remediate blocking-ids --queue default [--confirm N]
+    jobrunbook remediate fix-state --queue default [--confirm N]          # ids whose hash names another state
     jobrunbook remediate verify --queue default --for 300
 """
 
@@ -44,7 +45,8 @@ def _acting(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tasks", type=int, default=10_000, help="refuse when more tasks match (default 10000)")
     p.add_argument("--batch-size", type=int, default=1000, help="tasks per Lua call, at most 1000")
     p.add_argument("--allow-archive-eviction", action="store_true",
-                   help="archive even if asynq's 10,000 cap trims tasks (they are exported first)")
+                   help="archive even if asynq's archive cap (archive_max_size, default 10,000) trims tasks "
+                        "(they are exported first)")
     p.add_argument("--verify-for", type=float, default=0, metavar="SECONDS",
                    help="after acting, watch the failure ratio and retry depth this long")
     p.add_argument("--verify-interval", type=float, default=15)
@@ -83,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=30)
     p = sub.add_parser("orphans", help="find (and with --confirm, export and delete) orphaned task hashes")
     _common(p), _acting(p)
+    p = sub.add_parser("fix-state", help="make each hash name the state its id is in (asynq#1085); exported first")
+    _common(p), _acting(p)
     p = sub.add_parser("blocking-ids", help="archived/orphaned tasks whose fixed id blocks re-enqueueing")
     _common(p), _acting(p)
     p = sub.add_parser("verify", help="watch the failure ratio and retry depth; record if back to normal")
@@ -116,6 +120,17 @@ def command(args: argparse.Namespace) -> int:
         append_audit(run_dir, {"step": "verify", "command": cmdline, **res})
         _print(args, res, f"verify {args.queue}: {res['reason']}; retry {res['retry_start']} -> {res['retry_end']}")
         return 0 if res["returned_to_normal"] else 1
+    if action == "fix-state":
+        from jobrunbook.remediate.fix_state import fix_states
+
+        res = fix_states(client, args.queue, run_dir=run_dir, confirm=args.confirm, max_tasks=args.max_tasks,
+                         command=cmdline, batch_size=args.batch_size)
+        head = ("DRY RUN: fix-state" if args.confirm is None else "fix-state") + f" {args.queue}: "
+        text = head + json.dumps(res, default=str)
+        if args.confirm is None and res["count"]:
+            text += f"\n  to act: add --confirm {res['count']} (exports first; undo: jobrunbook restore EXPORT)"
+        _print(args, res, text + f"\naudit: {run_dir}/audit.jsonl")
+        return 0
     if action == "orphans":
         res = clean_orphans(client, args.queue, run_dir=run_dir, confirm=args.confirm,
                             max_tasks=args.max_tasks, command=cmdline)
@@ -142,7 +157,8 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown action {action}")
     flt = TaskFilter(**flt_kw)
     op = _ACTIONS[action]
-    plan = plan_remediation(client, op, flt, run_dir=run_dir, batch_size=args.batch_size, command=cmdline)
+    plan = plan_remediation(client, op, flt, run_dir=run_dir, batch_size=args.batch_size, command=cmdline,
+                            archive_cap=src.settings.archive_max_size)
     if args.confirm is None:
         _print(args, plan.to_dict(), format_plan(plan) + f"\naudit: {run_dir}/audit.jsonl")
         return 0

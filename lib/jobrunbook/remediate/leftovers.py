@@ -5,8 +5,10 @@
   are plans for ``jobrunbook.remediate`` (``TaskFilter(state="retry")`` with
   action archive; ``TaskFilter(state="archived", score_before=...)`` with
   action delete), so they get the cap check, export and audit.
-- ``find_orphans``: task hashes whose id is in no set of their state
-  (asynq#847; asynq's archive trim leaves exactly those). Invisible to asynq,
+- ``find_orphans``: task hashes whose id is in no set at all
+  (asynq#847; asynq's archive trim leaves exactly those). One whose id is in
+  another state's set than its hash names (asynq#1085) is no orphan:
+  ``fix_state`` repairs it. Invisible to asynq,
   they still hold memory and block their id.
 - ``find_blocking_ids``: archived tasks (and orphans) whose id the producer
   chose (not a UUID): asynq refuses to enqueue that id again while the hash
@@ -104,13 +106,23 @@ def find_orphans(client: redis.Redis, queue: str, *, count: int = 1000) -> list[
                 else:
                     pipe.echo("")  # no state: never a member
             for key, (state, _group, raw), member in zip(keys, rows, pipe.execute(), strict=True):
-                if member is None or member == b"":
+                task_id = key.decode()[len(prefix):]
+                if (member is None or member == b"") and not _in_any_state(client, queue, task_id):
                     msg = decode_task(raw)
-                    orphans.append(Orphan(key.decode()[len(prefix):], state.decode() if state else None,
-                                          msg.type if msg else None))
+                    orphans.append(Orphan(task_id, state.decode() if state else None, msg.type if msg else None))
         if cursor == 0:
             break
     return orphans
+
+
+def _in_any_state(client: redis.Redis, queue: str, task_id: str) -> bool:
+    """Whether the id is in any state's list or zset (only asked for the few not where their hash says)."""
+    pipe = client.pipeline(transaction=False)
+    for s in ("pending", "active"):
+        pipe.lpos(K.state_key(queue, s), task_id)
+    for s in K.ZSET_STATES:
+        pipe.zscore(K.state_key(queue, s), task_id)
+    return any(v is not None for v in pipe.execute())
 
 
 def find_blocking_ids(client: redis.Redis, queue: str) -> list[dict]:

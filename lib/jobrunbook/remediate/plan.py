@@ -9,7 +9,9 @@
 ``execute_remediation`` takes the queue's lock, selects again, refuses when
 the count moved by more than max(1, 2 %) from ``confirm`` or exceeds
 ``max_tasks``, refuses an archive that would push tasks out of asynq's
-10,000-task archive unless ``allow_archive_eviction`` (then the tasks that
+archive (its cap: 10,000 unless ``archive_cap`` says otherwise, the setting
+``archive_max_size``; asynq keeps the newest cap - 1, ZREMRANGEBYRANK 0 -cap,
+and nothing older than 90 days) unless ``allow_archive_eviction`` (then the tasks that
 will be trimmed are exported first), exports every task before archive or
 delete, and applies the change in Lua batches (``jobrunbook.asynq.ops``).
 """
@@ -32,7 +34,7 @@ from jobrunbook.remediate.audit import actor, append_audit, export_path
 from jobrunbook.remediate.select import TaskFilter, select_tasks, state_counts
 
 __all__ = ["VALID_STATES", "Plan", "Result", "plan_remediation", "execute_remediation", "format_plan",
-           "confirm_margin", "check_queue"]
+           "confirm_margin", "check_queue", "cap_text"]
 
 # the states each action may start from (asynq's scripts and CLI)
 VALID_STATES = {
@@ -62,6 +64,7 @@ class Plan:
     eviction: dict | None = None
     undecodable: int = 0
     notes: list[str] = field(default_factory=list)
+    archive_cap: int = K.ARCHIVE_MAX_SIZE
 
     @property
     def count(self) -> int:
@@ -90,7 +93,8 @@ class Plan:
         return {"action": self.action, "filter": self.filter.to_dict(), "count": self.count,
                 "by_state": self.by_state_counts(), "batches": self.batches, "batch_size": self.batch_size,
                 "sample": self.sample, "counts_before": self.counts_before, "eviction": self.eviction,
-                "asynq_commands": self.asynq_commands(), "undecodable": self.undecodable, "notes": self.notes}
+                "asynq_commands": self.asynq_commands(), "undecodable": self.undecodable, "notes": self.notes,
+                "archive_cap": self.archive_cap}
 
 
 @dataclass
@@ -117,7 +121,14 @@ def check_queue(client: redis.Redis, queue: str) -> None:
                        hint="asynq queue ls")
 
 
-def _archive_eviction(client: redis.Redis, queue: str, new_ids: list[str], now: int, sample: int = 10) -> dict | None:
+def cap_text(cap: int) -> str:
+    """The archive cap as the plan says it."""
+    default = " (asynq's default)" if cap == K.ARCHIVE_MAX_SIZE else " (archive_max_size)"
+    return f"cap {cap:,}{default}: asynq keeps the newest {cap - 1:,} (ZREMRANGEBYRANK 0 -{cap}) and none older than 90 days"
+
+
+def _archive_eviction(client: redis.Redis, queue: str, new_ids: list[str], now: int, sample: int = 10,
+                      cap: int = K.ARCHIVE_MAX_SIZE) -> dict | None:
     """Which archived tasks asynq's trim would drop once ``new_ids`` are archived at ``now``."""
     key = K.state_key(queue, "archived")
     cutoff = cutoff_for(now)
@@ -131,7 +142,7 @@ def _archive_eviction(client: redis.Redis, queue: str, new_ids: list[str], now: 
             break
     too_old = [m for s, m in members if s <= cutoff]
     kept = sorted([(s, m) for s, m in members if s > cutoff] + [(float(now), i.encode()) for i in new_ids])
-    over = len(kept) - (K.ARCHIVE_MAX_SIZE - 1) if len(kept) >= K.ARCHIVE_MAX_SIZE else 0
+    over = len(kept) - (cap - 1) if len(kept) >= cap else 0
     by_rank = [m for _, m in kept[:over]]
     new_set = set(i.encode() for i in new_ids)
     evicted_old = too_old + [m for m in by_rank if m not in new_set]
@@ -144,7 +155,7 @@ def _archive_eviction(client: redis.Redis, queue: str, new_ids: list[str], now: 
             "over_cap_new": len(evicted_new), "ids": ids + [m.decode() for m in evicted_new],
             "sample": (ids + [m.decode() for m in evicted_new])[:sample],
             "message": (f"archiving {len(new_ids)} task(s) makes asynq trim {len(evicted_old) + len(evicted_new)} "
-                        f"task(s) from {key} (cap {K.ARCHIVE_MAX_SIZE}, 90 days): their ids vanish from every "
+                        f"task(s) from {key} ({cap_text(cap)}): their ids vanish from every "
                         f"state while the hashes stay behind; the oldest would go first: "
                         f"{', '.join((ids + [m.decode() for m in evicted_new])[:sample])}")}
 
@@ -160,7 +171,7 @@ def _refuse_states(action: str, flt: TaskFilter, states: dict[str, str]) -> None
 
 def plan_remediation(client: redis.Redis, action: str, flt: TaskFilter, *, run_dir: str | Path | None = None,
                      batch_size: int = MAX_BATCH, sample: int = 5, now: int | None = None,
-                     command: str = "", audit: bool = True) -> Plan:
+                     command: str = "", audit: bool = True, archive_cap: int = K.ARCHIVE_MAX_SIZE) -> Plan:
     """The dry run: what ``action`` would change. Appended to the audit log when ``run_dir`` is given."""
     if action not in VALID_STATES:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(VALID_STATES)}")
@@ -178,9 +189,10 @@ def plan_remediation(client: redis.Redis, action: str, flt: TaskFilter, *, run_d
                            hint="widen the filter; `jobrunbook remediate ls` lists tasks")
         now = int(clock.now()) if now is None else int(now)
         plan = Plan(action, flt, sel.ids, sel.states, list(sel.info.values()), counts,
-                    batch_size=min(batch_size, MAX_BATCH), now=now, undecodable=sel.undecodable)
+                    batch_size=min(batch_size, MAX_BATCH), now=now, undecodable=sel.undecodable,
+                    archive_cap=archive_cap)
         if action == "archive":
-            plan.eviction = _archive_eviction(client, flt.queue, sel.ids, now)
+            plan.eviction = _archive_eviction(client, flt.queue, sel.ids, now, cap=archive_cap)
         if sel.undecodable:
             plan.notes.append(f"{sel.undecodable} task(s) have a msg that does not decode: never selected by a filter")
     except (NotFound, RemediationRefused) as exc:
@@ -220,7 +232,8 @@ def execute_remediation(client: redis.Redis, plan: Plan, *, confirm: int | None,
     export_file: Path | None = None
     outcome = None
     try:
-        fresh = plan_remediation(client, action, flt, batch_size=plan.batch_size, now=plan.now, audit=False)
+        fresh = plan_remediation(client, action, flt, batch_size=plan.batch_size, now=plan.now, audit=False,
+                                 archive_cap=plan.archive_cap)
         if abs(fresh.count - confirm) > confirm_margin(confirm):
             raise refuse(f"--confirm {confirm} does not match: {fresh.count} task(s) match now "
                          f"(allowed difference {confirm_margin(confirm)})",
@@ -260,7 +273,8 @@ def execute_remediation(client: redis.Redis, plan: Plan, *, confirm: int | None,
                     on_batch(len(applied), batch, codes)
 
             outcome = apply_in_batches(client, lock, action, ids, expected_state=state,
-                                       batch_size=fresh.batch_size, now=fresh.now, before_batch=before, after_batch=after)
+                                       batch_size=fresh.batch_size, now=fresh.now, before_batch=before, after_batch=after,
+                                       archive_cap=fresh.archive_cap)
             c = outcome.counts()
             done += c["done"]
             batches += c["batches"]
@@ -289,6 +303,8 @@ def format_plan(plan: Plan) -> str:
              f"  queue now: {', '.join(f'{k} {v}' for k, v in plan.counts_before.items())}"]
     for s in plan.sample:
         lines.append("  sample: " + ", ".join(f"{k}={v}" for k, v in s.items()))
+    if plan.action == "archive":
+        lines.append(f"  archive {cap_text(plan.archive_cap)}")
     if plan.eviction:
         lines.append(f"  WARNING: {plan.eviction['message']}")
     for note in plan.notes:

@@ -1,4 +1,10 @@
-"""Section 02: failing task types, from asynq's Redis (runbook step 2)."""
+"""Section 02: failing task types, from asynq's Redis (runbook step 2), read as the worker's asynq release.
+
+The reading says which asynq version it assumed and why (``asynq_version``
+configured, or detected from the data: ``jobrunbook.asynq.versions``), and
+the data health (``jobrunbook.asynq.hazards``) with the exact repair for each
+problem found.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,9 @@ def failing_task_types(ctx: Context) -> Section:
         return _finish(ctx, "02_asynq", Section("02_asynq", "No Redis URL configured (JOBRUNBOOK_REDIS_URL).",
                                                 gaps=[gap("no Redis configured", "asynq's tasks were not read",
                                                           "export JOBRUNBOOK_REDIS_URL=redis://HOST:6379/0")]))
+    from jobrunbook.asynq.hazards import check_data_health
+
+    s = ctx.settings
     try:
         insp = Inspector(connect(ctx.redis_connect_url, timeout=ctx.timeout))
         queues = [insp.queue_info(q) for q in insp.queues()]
@@ -39,6 +48,9 @@ def failing_task_types(ctx: Context) -> Section:
         history = [insp.history(q.queue, days=7) for q in queues]
         servers = insp.servers()
         timeouts = task_timeouts(insp, [q.queue for q in queues])
+        version = insp.version([q.queue for q in queues], configured=s.asynq_version)
+        health = check_data_health(insp.client, [q.queue for q in queues], version, archive_cap=s.archive_max_size,
+                                   redis_url=ctx.redis_url)
     except JobrunbookError as exc:
         return _finish(ctx, "02_asynq", _unreachable("02_asynq", "asynq's Redis", exc))
     records = agg.to_records()
@@ -76,6 +88,13 @@ def failing_task_types(ctx: Context) -> Section:
         reading = "No failed task in retry or archived."
     if not agg.complete:
         reading += f" Partial read: {agg.incomplete_reason}."
+    reading += " " + version.sentence()
+    repairs = health["repairs"]
+    if health["redis_hazard"]:
+        reading += " " + health["redis_hazard"] + "."
+    if repairs:
+        reading += " Data health: " + "; ".join(f"{r['problem']} in {r['queue']} ({r['count']:,})" for r in repairs) + \
+            " (repairs below, each a dry run first)."
     shown = groups[["queue", "task_type", "cause", "count", "retry", "archived", "last_failed_at_iso",
                     "example_error"]].head(20).rename(columns={"last_failed_at_iso": "last failed"})
     shown["example_error"] = shown["example_error"].str.slice(0, 140)
@@ -83,8 +102,12 @@ def failing_task_types(ctx: Context) -> Section:
         "02_asynq", reading, table=shown,
         gaps=[] if agg.complete else [gap("asynq's Redis read in part", str(agg.incomplete_reason),
                                           f"jobrunbook inspect --redis-url {ctx.redis_url}")],
-        tables={"Tasks per queue and state (asynq's own counts)": counts[[c for c in state_cols if c in counts.columns]]},
+        tables={"Tasks per queue and state (asynq's own counts)": counts[[c for c in state_cols if c in counts.columns]],
+                "Data health: what asynq left inconsistent, each with its repair below":
+                pd.DataFrame([{k: r[k] for k in ("queue", "problem", "count", "why")} for r in repairs])},
+        commands=[c for r in repairs for c in r["commands"]],
         charts=charts, captions=captions,
         findings={"groups": records, "queues": counts, "history": daily, "servers": [s.to_dict() for s in servers],
                   "anomalies": agg.anomalies, "tasks": agg.tasks, "timeouts": timeouts,
+                  "asynq_version": version.to_dict(), "data_health": health,
                   "task_types": by_type.reset_index().to_dict("records") if total else []}))

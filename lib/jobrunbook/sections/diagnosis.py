@@ -41,7 +41,8 @@ def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -
     report_causes = [{"key": c.key, "name": c.title, "confidence": c.confidence, "level": c.level, "share": c.share,
                       "failures": c.failures,
                       "evidence": [f"{g['count']} × {g['queue']}/{g['task_type']}: {g['example_error'][:160]}" for g in c.groups[:3]]
-                      + c.evidence + [f"against: {x}" for x in c.contradictions],
+                      + c.evidence + [f"against: {x}" for x in c.contradictions]
+                      + ([f"asynq {d.asynq_version}: {c.version_note}"] if c.version_note else []),
                       "actions": [{"title": a["title"] + (f" ({a['note']})" if a["note"] else ""),
                                    "command": "\n".join(a["commands"])} for a in c.actions]}
                      for c in causes]

@@ -38,7 +38,8 @@ def remediation_plan(ctx: Context, *, max_plans: int = 8) -> Section:
         try:
             flt = TaskFilter(queue=opts["queue"], state=opts.get("state"), task_type=opts.get("type"),
                              fingerprint=opts.get("fingerprint"))
-            plan = plan_remediation(client, action, flt, run_dir=ctx.run_dir, command=cmd + " (planned by 06)")
+            plan = plan_remediation(client, action, flt, run_dir=ctx.run_dir, command=cmd + " (planned by 06)",
+                                    archive_cap=ctx.settings.archive_max_size)
             warn = (plan.eviction or {}).get("message", "")
             rows.append({"cause": cause, "action": action, "queue": flt.queue, "state": flt.state,
                          "task type": flt.task_type, "fingerprint": flt.fingerprint,

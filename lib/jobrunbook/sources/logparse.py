@@ -6,7 +6,11 @@ text. Errors, task failures and panics come out with their time, queue, task
 type and task id, panics with their goroutine trace, and every message
 fingerprinted with ``jobrunbook.fingerprint`` so that log groups and Redis
 ``last_err`` groups line up. ``worker_restarts`` finds the deploys and the
-crashes.
+crashes. A revoked task (asynq.RevokeTask, v0.25.0+: marked done, counted
+processed, never failed) is kind ``revoked``, never a failure: asynq's
+``WARN: revoke task id=...`` line, or an application failure line whose error
+is ``revoke task``. ``asynq_versions`` reads the release out of the stack
+traces' paths (``github.com/hibiken/asynq@v0.26.0/processor.go``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import pandas as pd
 from jobrunbook.fingerprint import fingerprint
 
 __all__ = ["EVENT_COLUMNS", "GROUP_COLUMNS", "PROBLEM_KINDS", "MAX_LINES", "MAX_LINE_CHARS", "parse_logfmt",
-           "parse_log_lines", "problem_events", "group_errors", "worker_restarts"]
+           "parse_log_lines", "problem_events", "group_errors", "worker_restarts", "revoked_tasks", "asynq_versions"]
 
 MAX_LINES = 5000
 MAX_LINE_CHARS = 8192
@@ -39,6 +43,9 @@ _PREFIXED = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|
 _LOGFMT_ONLY = re.compile(r"^[A-Za-z_][\w.-]*=")
 _PAIR = re.compile(r'([A-Za-z_][\w.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 _EXHAUSTED = re.compile(r"Retry exhausted for task id=(\S+)")
+_REVOKED = re.compile(r"^revoke task id=(\S+)")  # processor.go (v0.25.0+): p.logger.Warnf("revoke task id=%s", ...)
+_REVOKE_ERROR = re.compile(r"(?:^|: )revoke task$")  # asynq.RevokeTask returned, maybe wrapped with %w
+_MODULE_VERSION = re.compile(r"github\.com/hibiken/asynq@(v\d+\.\d+\.\d+)")
 _STACK_LINE = re.compile(r"^(goroutine \d+ \[|\t|\s{2,}|created by |[\w./*()\[\]{}-]+\(.*\)$|panic\(|\[signal )")
 _PROBLEM_WORDS = re.compile(r"error|failed|panic", re.IGNORECASE)
 _LEVELS = {"warning": "warn", "err": "error", "critical": "fatal", "crit": "fatal", "dpanic": "error",
@@ -103,7 +110,9 @@ def _structured(fields: dict, fmt: str, line_no: int, time_text: str | None) -> 
     message = _pick(fields, "message") or ""
     error = _pick(fields, "error")
     task_type, task_id = _pick(fields, "task_type"), _pick(fields, "task_id")
-    if level in ("error", "fatal"):
+    if error and _REVOKE_ERROR.search(error.strip()):
+        kind = "revoked"  # RevokeTask: done, not failed, whatever level the application logged it at
+    elif level in ("error", "fatal"):
         kind = "failure" if error and (task_type or task_id) else "error"
     elif level == "warn":
         kind = "warning"
@@ -132,6 +141,9 @@ def _parse_line(line: str, line_no: int, asynq_tz: timezone) -> dict | None:
         exhausted = _EXHAUSTED.search(message)
         if exhausted:
             kind, task_id = "retry_exhausted", exhausted.group(1)
+        revoked = _REVOKED.match(message)
+        if revoked:
+            kind, task_id = "revoked", revoked.group(1)
         return _event(time=_parse_time(when, asynq_tz=asynq_tz), line=line_no, format="asynq", level=level,
                       kind=kind, message=message, task_id=task_id)
     match = _PREFIXED.match(line)
@@ -241,6 +253,18 @@ def group_errors(events: pd.DataFrame) -> pd.DataFrame:
                      first["task_id"], stacks.iloc[0] if len(stacks) else None))
     frame = pd.DataFrame(rows, columns=GROUP_COLUMNS)
     return frame.sort_values(["count", "task_type", "fingerprint"], ascending=[False, True, True], ignore_index=True)
+
+
+def revoked_tasks(events: pd.DataFrame) -> int:
+    """How many distinct tasks the log shows revoked (asynq.RevokeTask); 0 on a v0.24 worker's log."""
+    rows = events[events["kind"] == "revoked"]
+    return int(rows["task_id"].dropna().nunique() or len(rows))
+
+
+def asynq_versions(text: str) -> list[str]:
+    """The asynq releases named in the log's stack-trace paths (``.../hibiken/asynq@v0.26.0/...``), oldest first."""
+    found = set(_MODULE_VERSION.findall(text))
+    return sorted(found, key=lambda v: tuple(int(p) for p in v.lstrip("v").split(".")))
 
 
 def worker_restarts(events: pd.DataFrame) -> list[dict]:
