@@ -50,7 +50,9 @@ def test_queue_depth_and_daily_and_durations():
     ax = charts.duration_chart(dur).axes[0]
     assert len(ax.patches) == 6 and len(ax.collections) == 2  # a timeout line per task type
     ax = charts.duration_chart(dur.drop(columns="timeout_s"), timeout_s=30).axes[0]
-    assert any(line.get_ydata()[0] == 30 for line in ax.lines)
+    # the one configured timeout is drawn over each type's bars, at 30 s, and said once in the legend
+    assert [seg[0][1] for c in ax.collections for seg in c.get_segments()] == [30, 30]
+    assert [t.get_text() for t in ax.get_legend().get_texts()].count("timeout") == 1
 
 
 def test_empty_and_wrong_input():

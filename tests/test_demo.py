@@ -376,7 +376,8 @@ def _metric_status(demo) -> Counter:
 
 
 def test_cli_once_exits_and_leaves_no_redis(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "lib"), os.environ.get("PYTHONPATH"))
+                                                       if p)}
     port_file = tmp_path / "ports.json"
     # what `make demo ARGS=--once` does: the incident, then the whole runbook against it, then the report's path
     proc = subprocess.run([sys.executable, "-m", "jobrunbook.cli", "demo", "--once", "--scenario", "validation",

@@ -157,7 +157,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_cli_sigterm_stops_prometheus(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "lib"), os.environ.get("PYTHONPATH")) if p)}
     port_file = tmp_path / "ports.json"
     with open(tmp_path / "out.txt", "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "jobrunbook.cli", "demo", "--scenario", "rate-limited",

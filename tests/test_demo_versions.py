@@ -90,7 +90,7 @@ def test_v026_log_is_a_v026_workers_log(demo26):
 
 
 def test_cli_writes_either_versions_data(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "lib"), os.environ.get("PYTHONPATH")) if p)}
     out = {}
     for version in ("v0.24.1", "v0.26.0"):
         state = tmp_path / version
