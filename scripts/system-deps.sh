@@ -13,6 +13,7 @@ declare -A want=(
   [chromium]=chromium
   [pg_isready]=postgresql-client
   [faketime]=faketime
+  [pdfinfo]=poppler-utils
 )
 missing=()
 for bin in "${!want[@]}"; do

@@ -10,6 +10,9 @@ from jobrunbook.asynq.inspector import Inspector
 from jobrunbook.asynq.versions import KNOWN_VERSIONS, behaviour, normalize_version
 from jobrunbook.config import load_config
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 # what each capture's data can tell: the panic text (v0.25+ wraps it), headers (v0.26+ only); crash/ and
 # dependency-down/ hold neither, so they are read as the default v0.24.1 and say so
 EXPECTED = {"mixed": ("v0.24.1", "detected"), "dependency-down": ("v0.24.1", "default"),

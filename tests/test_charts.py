@@ -8,6 +8,9 @@ from jobrunbook import charts
 from jobrunbook._exceptions import ConfigError, DataError
 from matplotlib.dates import date2num
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 T = pd.date_range("2026-11-29T18:00Z", periods=20, freq="1min")
 
 

@@ -23,6 +23,9 @@ from jobrunbook.demo import SCENARIOS, start_demo
 from jobrunbook.demo.logs import APP_LINE, ASYNQ_LINE
 from prometheus_client.parser import text_string_to_metric_families
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 NOW = 1_795_980_000.0  # 2026-11-29T18:40:00Z, the fixtures' capture day
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}$")

@@ -16,6 +16,9 @@ import pytest
 from jobrunbook.asynq.inspector import Inspector
 from jobrunbook.demo import start_demo
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 NOW = 1_767_225_600.0  # fixed clock: same seed and now give identical data
 SEED = 5
 WINDOW = {"window_minutes": 8, "onset_minutes": 4}  # short: the embedded server is pure Python

@@ -14,6 +14,9 @@ from jobrunbook.demo.scenarios import SCENARIOS
 from jobrunbook.diagnosis import diagnose
 from jobrunbook.diagnosis.gather import evidence_from_findings, gather_findings
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 # the demo names causes as the fixtures' truth.json does; the diagnosis uses the same keys
 NAMES = sorted(SCENARIOS)
 

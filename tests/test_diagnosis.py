@@ -21,6 +21,9 @@ from jobrunbook.diagnosis import (
 )
 from jobrunbook.fingerprint import fingerprint
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 NOW = parse_time("2026-11-29T19:40:00Z")
 TRUTH_TO_CAUSE = {"rate_limit": "rate_limit", "dependency": "dependency", "handler_not_found": "handler_not_found",
                   "validation": "validation", "timeout": "timeout", "panic": "panic", "bad_data": "bad_data",

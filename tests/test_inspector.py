@@ -13,6 +13,9 @@ from jobrunbook.asynq import asynq_pb2, keys
 from jobrunbook.asynq.inspector import Inspector
 from jobrunbook.asynq.messages import decode_task
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 T0 = 1795980000  # 2026-11-29T19:20:00Z
 
 

@@ -12,6 +12,9 @@ from jobrunbook._exceptions import NotFound
 from jobrunbook.asynq import summary as S
 from jobrunbook.asynq.inspector import Inspector
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 
 def test_summary_dict_and_text(rclient):
     load_fixture_snapshot(rclient, "bad-deploy")

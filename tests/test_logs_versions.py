@@ -11,6 +11,10 @@ from jobrunbook.diagnosis import diagnose
 from jobrunbook.diagnosis.gather import evidence_from_findings, gather_findings
 from jobrunbook.sections.logs import read_worker_logs
 from jobrunbook.sources.logs import collect_worker_logs, log_window
+import pytest
+
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
 
 # what a v0.26.0 worker writes when a handler returns asynq.RevokeTask (processor.go: Warnf("revoke task id=%s")),
 # next to the application's own line for the error it returned

@@ -14,6 +14,9 @@ from jobrunbook.fingerprint import fingerprint
 from jobrunbook.remediate import TaskFilter, execute_remediation, plan_remediation, read_audit, watch_recovery
 from remediate_support import add_task, keyspace, load, membership
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 
 def _truth(fixture: str, queue: str, state: str) -> list[dict]:
     data = json.loads((ASYNQ_FIXTURES / fixture / "inspector.json").read_text())

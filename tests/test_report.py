@@ -13,6 +13,9 @@ from jobrunbook.report import render_index, render_report, write_rca
 from jobrunbook.run import execute_run, params_from_labels
 from jobrunbook.record import write_status
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 NOTEBOOKS = ROOT / "tests" / "notebooks"
 
 

@@ -16,6 +16,9 @@ from jobrunbook.sources.bounded import read_command, read_file_tail
 from jobrunbook.sources.logparse import EVENT_COLUMNS, GROUP_COLUMNS, group_errors, parse_log_lines, parse_logfmt
 from jobrunbook.sources.logs import build_log_command, collect_worker_logs, parse_since
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 BIN = ROOT / "tests" / "bin"
 
 

@@ -9,6 +9,9 @@ import pandas as pd
 import pytest
 from jobrunbook.tables import format_duration, format_value, relative_age, render_table
 
+# calendar-sensitive (daily counters, expiries, windows, deadlines): `make test-dates` runs these under faketime
+pytestmark = pytest.mark.dates
+
 NOW = datetime(2026, 12, 2, 14, 22, 39, tzinfo=timezone.utc)
 
 
