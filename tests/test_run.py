@@ -230,3 +230,39 @@ def test_cli_runs_first_firing_alert_and_prints_verdict(tmp_path, capsys):
                               "--outputs", str(tmp_path)])
     with pytest.raises(ConfigError, match="no firing"):
         run_cli.command(args)
+
+
+def _kernelspec(tmp_path: Path, name: str, script: str) -> str:
+    """A kernel spec ``name`` under tmp_path (the JUPYTER_PATH returned) whose argv is ``script`` (a shell line),
+    then the real ipykernel."""
+    import sys
+
+    spec = tmp_path / "share" / "jupyter" / "kernels" / name
+    spec.mkdir(parents=True)
+    argv = ["/bin/sh", "-c", f"{script}; exec {sys.executable} -m ipykernel_launcher -f \"$0\"", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+    return str(tmp_path / "share" / "jupyter")
+
+
+def test_pool_tries_a_failed_kernel_start_again(tmp_path, monkeypatch):
+    marker = tmp_path / "first-start"
+    # the first start dies at once (as a kernel killed while starting); the second is a real kernel
+    monkeypatch.setenv("JUPYTER_PATH", _kernelspec(
+        tmp_path, "flaky", f"if [ ! -e {marker} ]; then touch {marker}; exit 3; fi"))
+    with KernelPool(size=1, kernel_name="flaky", start_timeout=20, warmup_code="") as pool:
+        km = pool.acquire(timeout=60)
+        pool.release(km)
+        assert marker.exists() and pool.started_count >= 1
+        assert any("start 1/3" in e for e in pool.errors)
+
+
+def test_pool_that_cannot_start_a_kernel_says_why_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", _kernelspec(tmp_path, "broken", "exit 3"))
+    pool = KernelPool(size=1, kernel_name="broken", start_timeout=5, warmup_code="", attempts=2).start(wait=False)
+    try:
+        t = time.monotonic()
+        with pytest.raises(Exception, match=r"no kernel could be started \(last errors: start 1/2.*start 2/2"):
+            pool.acquire(timeout=300)
+        assert time.monotonic() - t < 60  # the reason, not a 300 s wait
+    finally:
+        pool.close()

@@ -121,7 +121,7 @@ class KernelPool:
 
     def __init__(self, size: int = 4, *, kernel_name: str = "python3", env: Mapping[str, str] | None = None,
                  cwd: str | None = None, warmup_code: str = WARMUP_CODE, start_timeout: float = 60.0,
-                 parallel_starts: int = 1, max_starts: int | None = None) -> None:
+                 parallel_starts: int = 1, max_starts: int | None = None, attempts: int = 3) -> None:
         if size < 1:
             raise ValueError("a kernel pool needs size >= 1")
         self.size = size
@@ -143,6 +143,7 @@ class KernelPool:
         self._requested = 0
         self._futures: set[Any] = set()
         self._start_gate: asyncio.Semaphore | None = None
+        self.attempts = max(1, attempts)  # a kernel that fails to start (or hangs) is tried again, this often
 
     # lifecycle ---------------------------------------------------------
     def start(self, *, wait: bool = True) -> KernelPool:
@@ -189,12 +190,19 @@ class KernelPool:
     def acquire(self, timeout: float = 120.0) -> RunKernelManager:
         """Take a ready kernel (waiting for one if need be); a replacement starts in the background."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
-                raise SourceTimeout(f"no warm kernel ready within {timeout:.0f}s", hint="pool.errors")
+            # a start that gave up for good (every attempt failed) leaves nothing to wait for: say why at once
+            if not self._cond.wait_for(lambda: self._ready or self._closed or self._pending == 0, timeout):
+                raise SourceTimeout(f"no warm kernel ready within {timeout:.0f}s{self._errors_note()}",
+                                    hint="python -m ipykernel --version")
+            if not self._ready and not self._closed:
+                raise JobrunbookError(f"no kernel could be started{self._errors_note()}",
+                                      hint="python -m ipykernel --version")
             if self._closed:
                 raise JobrunbookError("kernel pool is closed")
             km = self._ready.popleft()
-        self._refill()
+            refill = self._reserve()  # counted as pending before the lock is let go: no acquire sees a gap
+        if refill:
+            self._schedule_start()
         return km
 
     def release(self, km: RunKernelManager) -> None:
@@ -204,12 +212,24 @@ class KernelPool:
             self._track(asyncio.run_coroutine_threadsafe(_shutdown(km), self._loop))
 
     # internals -------------------------------------------------------------
+    def _errors_note(self) -> str:
+        return f" (last errors: {'; '.join(self.errors[-3:])})" if self.errors else ""
+
     def _refill(self) -> None:
         with self._cond:
-            if self._closed or (self.max_starts is not None and self._requested >= self.max_starts):
-                return
-            self._requested += 1
-            self._pending += 1
+            refill = self._reserve()
+        if refill:
+            self._schedule_start()
+
+    def _reserve(self) -> bool:
+        """Count one more start as pending (the caller holds the lock); False when the pool starts no more."""
+        if self._closed or (self.max_starts is not None and self._requested >= self.max_starts):
+            return False
+        self._requested += 1
+        self._pending += 1
+        return True
+
+    def _schedule_start(self) -> None:
         self._track(asyncio.run_coroutine_threadsafe(self._start_one(), self._loop))
 
     def _track(self, fut: Any) -> None:
@@ -225,35 +245,36 @@ class KernelPool:
             await self._start_gated()
 
     async def _start_gated(self) -> None:
-        if self._closed:
-            with self._cond:
-                self._pending -= 1
-            return
-        km = RunKernelManager(env=self.env, cwd=self.cwd, kernel_name=self.kernel_name)
-        try:
-            await km.start_kernel()
-            kc = km.client()
-            kc.start_channels()
+        km = None
+        for attempt in range(1, self.attempts + 1):
+            if self._closed:
+                break
+            km = RunKernelManager(env=self.env, cwd=self.cwd, kernel_name=self.kernel_name)
             try:
-                await kc.wait_for_ready(timeout=self.start_timeout)
-                if self.warmup_code:
-                    await run_silently(kc, self.warmup_code, timeout=self.start_timeout)
-            finally:
-                close_clients(km)
-        except Exception as exc:  # noqa: BLE001 - recorded; acquire() times out with the reason
-            self.errors.append(f"{type(exc).__name__}: {exc}")
-            await _shutdown(km)
-            with self._cond:
-                self._pending -= 1
-            return
+                # bounded as a whole: a kernel that hangs while starting is shut down and tried again
+                await asyncio.wait_for(self._boot(km), timeout=self.start_timeout * 2)
+                break
+            except Exception as exc:  # noqa: BLE001 - recorded; acquire() says why when every attempt failed
+                self.errors.append(f"start {attempt}/{self.attempts}: {type(exc).__name__}: {exc}"[:500])
+                await _shutdown(km)
+                km = None
         with self._cond:
             self._pending -= 1
-            if self._closed:
-                closed = True
-            else:
-                closed = False
+            closed = self._closed
+            if km is not None and not closed:
                 self._ready.append(km)
                 self.started_count += 1
-                self._cond.notify_all()
-        if closed:
+            self._cond.notify_all()
+        if km is not None and closed:
             await _shutdown(km)
+
+    async def _boot(self, km: RunKernelManager) -> None:
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=self.start_timeout)
+            if self.warmup_code:
+                await run_silently(kc, self.warmup_code, timeout=self.start_timeout)
+        finally:
+            close_clients(km)
