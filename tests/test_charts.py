@@ -65,3 +65,19 @@ def test_empty_and_wrong_input():
         charts.failure_ratio_chart(pd.DataFrame({"time": T}))
     with pytest.raises(ConfigError):
         charts.save_chart(fig, "/tmp", "../escape")
+
+
+def test_durations_of_very_different_types_all_show():
+    # the mixed demo: webhook:deliver answers in ~20 ms, report:generate runs ~10 s; on a linear axis the
+    # fast type's bars were under a pixel tall and its slot looked empty
+    dur = pd.DataFrame({"task_type": ["report:generate", "webhook:deliver"], "p50": [1.9, 0.012],
+                        "p95": [9.4, 0.019], "p99": [9.9, 0.024], "timeout_s": [5, 1800]})
+    ax = charts.duration_chart(dur).axes[0]
+    assert ax.get_yscale() == "log"
+    low, high = ax.get_ylim()
+    fast = [p for p in ax.patches if p.get_x() > 0.5]  # webhook:deliver's three bars
+    assert len(fast) == 3 and all(p.get_height() > low for p in fast)
+    assert low < 0.012 and high > 9.9
+    assert [seg[0][1] for c in ax.collections for seg in c.get_segments()] == [5]  # report:generate's own timeout
+    same_scale = charts.duration_chart(dur.assign(p50=[1.9, 0.5], p95=[9.4, 0.9], p99=[9.9, 1.2])).axes[0]
+    assert same_scale.get_yscale() == "linear"

@@ -188,13 +188,17 @@ def daily_history_chart(data: Any, *, title: str = "Daily processed and failed (
     return fig
 
 
+LOG_SPAN = 50  # durations spanning more than this factor are drawn on a log axis, so every type's bars show
+
+
 def duration_chart(data: Any, *, timeout_s: float | None = None, timeouts: dict[str, float] | None = None,
                    title: str = "Duration percentiles per task type vs timeout") -> Figure:
     """p50/p95/p99 per task type as bars, and each type's timeout as a line over its bars.
 
     The timeout is the type's own (``timeouts``: the timeout its tasks carry in
     asynq, or a ``timeout_s`` column), else ``timeout_s`` for all; a type with
-    no duration samples is left out rather than drawn as an empty slot.
+    no duration samples is left out rather than drawn as an empty slot. When
+    the durations span more than ``LOG_SPAN`` times, the axis is logarithmic.
     """
     import math
 
@@ -224,11 +228,19 @@ def duration_chart(data: Any, *, timeout_s: float | None = None, timeouts: dict[
             ax.annotate(f"timeout {format_duration(limit)}", (xi, tallest * 1.02), ha="center", va="bottom",
                         fontsize=7, color="#333")
     top = max(tallest, float(ax.get_ylim()[1])) if drawn else tallest  # a drawn timeout line stays in view
-    ax.set_ylim(0, top * 1.15)
+    values = df[["p50", "p95", "p99"]].to_numpy(dtype=float).ravel()
+    positive = values[values > 0]
+    shortest = float(positive.min()) if positive.size else tallest
+    if tallest / shortest > LOG_SPAN:  # a 20 ms type beside a 10 s one: on a linear axis its bars vanish
+        ax.set_yscale("log")
+        ax.set_ylim(shortest / 2, top * 2)
+        ax.set_ylabel("seconds (log scale)")
+    else:
+        ax.set_ylim(0, top * 1.15)
+        ax.set_ylabel("seconds")
     if drawn:
         ax.plot([], [], "k--", label="timeout")
     ax.set_xticks(x, [str(t)[:30] for t in df["task_type"]])
-    ax.set_ylabel("seconds")
     ax.set_title(title)
     _legend_outside(ax)
     return fig
