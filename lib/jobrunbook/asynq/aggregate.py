@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError
 from jobrunbook._exceptions import RedisUnavailable
 from jobrunbook.asynq import asynq_pb2, keys
 from jobrunbook.asynq.connection import describe_client, translate_errors
-from jobrunbook.asynq.messages import asynq_time
+from jobrunbook.asynq.messages import asynq_time, read_varint
 from jobrunbook.fingerprint import fingerprint
 
 __all__ = ["FailureGroup", "FailureAggregate", "aggregate_failures", "OTHER", "BATCH_LUA", "DEFAULT_BATCH"]
@@ -124,31 +124,18 @@ class FailureAggregate:
 
 
 # -- the fallback decoder: a TaskMessage whose text is not UTF-8 ----------------
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
 def _decode_lenient(buf: bytes) -> tuple[str, str, int, int, str] | None:
     """(type, id, retried, last_failed_at, error_msg) read from the wire, text decoded with replacement."""
     fields: dict[int, object] = {}
     i, n = 0, len(buf)
     try:
         while i < n:
-            tag, i = _varint(buf, i)
+            tag, i = read_varint(buf, i)
             num, wire = tag >> 3, tag & 7
             if wire == 0:
-                fields[num], i = _varint(buf, i)
+                fields[num], i = read_varint(buf, i)
             elif wire == 2:
-                size, i = _varint(buf, i)
+                size, i = read_varint(buf, i)
                 if i + size > n:
                     return None
                 fields[num] = buf[i:i + size]

@@ -84,7 +84,8 @@ def _build(msg: TaskMessage) -> bytes:
     return pb.SerializeToString(deterministic=True)
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
+def read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    """A protobuf varint at ``buf[i]``: (value, index after it)."""
     shift = result = 0
     while True:
         b = buf[i]
@@ -107,12 +108,12 @@ def wire_fields(buf: bytes) -> list[tuple[int, bytes]]:
     try:
         while i < n:
             start = i
-            tag, i = _varint(buf, i)
+            tag, i = read_varint(buf, i)
             wire = tag & 7
             if wire == 0:
-                _, i = _varint(buf, i)
+                _, i = read_varint(buf, i)
             elif wire == 2:
-                size, i = _varint(buf, i)
+                size, i = read_varint(buf, i)
                 i += size
             elif wire == 1:
                 i += 8
