@@ -137,7 +137,8 @@ def test_commands_follow_the_asynq_cli_rules():
                 assert "deleteall" not in command and "asynq task delete " not in command
                 if " delete " in command:
                     assert command.startswith("jobrunbook remediate")
-    assert seen >= 5
+    # inspect and ls for several causes; a whole-state runall only where it touches no other cause's task
+    assert seen >= 3
 
 
 @pytest.mark.parametrize("bad", [
@@ -176,8 +177,13 @@ def test_escalation_clock(severity, minutes, overdue):
 def test_every_action_template_renders():
     from jobrunbook.diagnosis import render_actions
 
-    rendered = render_actions(list(ACTIONS), {"queue": "default", "task_type": "email:send", "task_id": "abc"})
+    values = {"queue": "default", "task_type": "email:send", "task_id": "abc", "cause": "dependency",
+              "pg_host": "10.0.0.7", "pg_port": "5432", "metrics_url": "http://w:8080/metrics",
+              "health_checks": ["https://api.partner.test/health"], "addresses": ["10.0.0.9 9000"]}
+    groups = [{"queue": "default", "task_type": "email:send", "fingerprint": "x", "retry": 2, "archived": 1}]
+    rendered = render_actions(list(ACTIONS), values, groups=groups, occupancy={})
     assert len(rendered) == len(ACTIONS)
+    assert all(a["commands"] for a in rendered if ACTIONS[a["key"]].commands)
     assert all("{" not in c or "{{" in c or "'{" in c or "%{" in c for a in rendered for c in a["commands"])
 
 
