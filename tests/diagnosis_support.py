@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -9,7 +10,14 @@ from jobrunbook.asynq import keys as K
 from jobrunbook.asynq.messages import decode_task
 from jobrunbook.fingerprint import fingerprint
 
-PLACEHOLDERS = ("api.external-service.com", "<task_id>", "localhost:8080", "example.com/health", "{", "}}")
+PLACEHOLDERS = ("api.external-service.com", "<task_id>", "localhost:8080", "example.com/health")
+_UNFILLED = re.compile(r"(?<![{%])\{[a-z_]+\}(?!\})")  # a template field left in ({queue}); not docker's {{.X}} nor curl's %{x}
+
+
+def placeholder_in(command: str) -> str | None:
+    """The placeholder host or unfilled template field ``command`` holds, None when it has none."""
+    found = next((p for p in PLACEHOLDERS if p in command), None)
+    return found or (m.group(0) if (m := _UNFILLED.search(command)) else None)
 
 
 def remediation_commands(cause: dict[str, Any]) -> list[str]:

@@ -220,9 +220,9 @@ def _asynq_alternative(action: Action, cover: dict[tuple[str, str], int],
         total = sum(others.values())
         named = ", ".join(f"{cause_label(k)} {n}" for k, n in sorted(others.items(), key=lambda kv: -kv[1]))
         cli = _CLI_OP[action.op]
-        return [], (f"asynq task {cli} is not offered: it acts on a whole queue and state, and "
-                    f"{', '.join(where)} also {'hold' if len(where) > 1 else 'holds'} {total} task(s) of other "
-                    f"causes ({named})")
+        places = ", ".join(where[:-1]) + " and " + where[-1] if len(where) > 1 else where[0]
+        return [], (f"asynq task {cli} is not offered: it acts on a whole queue and state, and {places} also "
+                    f"{'hold' if len(where) > 1 else 'holds'} {total} task(s) of other causes ({named})")
     commands = [c for c in (f"asynq task {_CLI_OP[action.op]} --queue={shlex.quote(q)} --state={s}" for q, s in cover)
                 if _valid(c)]
     return commands, ""
@@ -258,7 +258,7 @@ def render_actions(keys: tuple[str, ...] | list[str], values: dict[str, Any],
                 continue
             n = sum(cover.values())
             queues = list(dict.fromkeys(q for q, _ in cover))
-            title = (f"{action.title}: {n:,} task(s) in {', '.join(f'{q}/{s} {c:,}' for (q, s), c in cover.items())}")
+            title = f"{action.title}: {n:,} task(s) in {len(queues)} queue(s)"
             commands = [t.format(**subst, op=action.op) for t in templates]
             alternative, why_not = _asynq_alternative(action, cover, occupancy, str(values["cause"]))
             commands += alternative
@@ -292,10 +292,9 @@ def render_actions(keys: tuple[str, ...] | list[str], values: dict[str, Any],
 
 
 def _sentences(*parts: str) -> str:
-    """Notes joined as sentences: "A. B." (each capitalised, none doubled)."""
+    """Notes joined as sentences: "A. B." (none doubled)."""
     out = []
     for part in dict.fromkeys(p.strip() for p in parts if p and p.strip()):
-        part = part[0].upper() + part[1:]
         out.append(part if part.endswith(".") else part + ".")
     return " ".join(out)
 

@@ -50,7 +50,7 @@ def failure_ratios(ev: Evidence, failures_by_cause: dict[str, int], *, today: st
     app = None
     if ev.failure_ratio is not None:
         app = {"ratio": ev.failure_ratio, "source": ev.failure_ratio_source or "the app's metric"}
-        if ev.app_counts:
+        if ev.app_counts and "/metrics" in app["source"]:
             app.update(processed=ev.app_counts["processed"], failed=ev.app_counts["failed"])
     asynq = _asynq(ev, today)
     out: dict[str, Any] = {"app": app, "asynq": asynq, "differ": False, "reason": ""}
@@ -62,20 +62,22 @@ def failure_ratios(ev: Evidence, failures_by_cause: dict[str, int], *, today: st
     out["differ"] = True
     reasons = []
     only = {k: n for k in ASYNQ_ONLY if (n := failures_by_cause.get(k))}
-    windows = ""
-    if ev.app_counts:
+    # counts to compare only when the app's ratio is its lifetime one (the worker's /metrics), not a 5 min rate
+    counts = ev.app_counts if ev.app_counts and "/metrics" in app["source"] else None
+    if counts:
         seen_by_app = asynq["processed"] - sum(only.values())
-        if abs(seen_by_app - ev.app_counts["processed"]) > 0.25 * max(seen_by_app, ev.app_counts["processed"]):
-            windows = (f"they count different windows: the app {ev.app_counts['processed']:,.0f} jobs processed, "
-                       f"asynq {asynq['processed']:,} "
-                       + ("(all time)" if "all-time" in asynq["source"] else "(its day holds the hours before the "
-                                                                              "incident)"))
+        apart = abs(seen_by_app - counts["processed"]) > 0.25 * max(seen_by_app, counts["processed"])
+        windows = (f"they count different windows: the app {counts['processed']:,.0f} jobs processed, asynq "
+                   f"{asynq['processed']:,} " + ("(all time)" if "all-time" in asynq["source"] else
+                                                 "(its day holds the hours before the incident)")) if apart else ""
+    else:
+        windows = "they count different windows"
     if only and b > a:
         extra = ""
-        if ev.app_counts and not windows and asynq["failed"] > ev.app_counts["failed"]:
-            extra = f" ({asynq['failed'] - ev.app_counts['failed']:,.0f} more failures than the app counts)"
+        if counts and not windows and asynq["failed"] > counts["failed"]:
+            extra = f" ({asynq['failed'] - counts['failed']:,.0f} more failures than the app counts)"
         reasons.append("asynq counts failures the app's metric does not" + extra + ": "
                        + "; ".join(f"{n:,} {ASYNQ_ONLY[k]}" for k, n in only.items()))
-    reasons.append(windows or ("" if reasons else "they count different windows"))
+    reasons.append(windows or ("" if reasons else "the app's metric counts failures asynq does not record"))
     out["reason"] = "; ".join(r for r in reasons if r) + f" (app: {app['source']}; asynq: {asynq['source']})"
     return out
