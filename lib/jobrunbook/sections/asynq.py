@@ -60,6 +60,9 @@ def failing_task_types(ctx: Context) -> Section:
                                             "fingerprint", "first_failed_at_iso", "last_failed_at_iso", "example_ids",
                                             "example_error", "first_failed_at", "last_failed_at", "distinct_errors"])
     counts = pd.DataFrame([q.to_dict() for q in queues])
+    if not counts.empty:  # the queue with the most failed tasks first, in the table and the chart
+        counts = counts.assign(_failed=counts["retry"] + counts["archived"]).sort_values(
+            ["_failed", "queue"], ascending=[False, True], ignore_index=True).drop(columns="_failed")
     state_cols = ["queue", "pending", "active", "scheduled", "retry", "archived", "completed", "paused",
                   "processed_today", "failed_today"]
     daily = pd.DataFrame([{"queue": h.queue, "date": d.date, "processed": d.processed, "failed": d.failed}
