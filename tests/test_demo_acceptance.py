@@ -129,21 +129,47 @@ def test_demo_diagnosis_names_the_declared_cause(demo_runs, scenario):
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_demo_dry_runs_match_their_cause(demo_runs, scenario):
+def test_demo_dry_runs_cover_their_cause_exactly(demo_runs, scenario):
     run_dir, _, _ = demo_runs(scenario)
     f = findings(run_dir)
-    groups = f["02_asynq"]["data"]["groups"]
+    cause_of = {(g["queue"], g["task_type"], g["fingerprint"]): g["cause"] for g in f["02_asynq"]["data"]["groups"]}
     plans = f["06_remediation"]["data"].get("plans", [])
     causes = f["05_diagnosis"]["data"]["diagnosis"]["causes"]
     recommended = {c["key"] for c in causes for a in c["actions"] if a["changes_state"]
                    and any(cmd.startswith("jobrunbook remediate ") for cmd in a["commands"])}
-    assert {p["cause"] for p in plans} == recommended or len(plans) == 8
+    assert {p["cause"] for p in plans} == recommended
     for p in plans:
-        assert p["tasks"] >= 1, p
-        own = [g for g in groups if g["queue"] == p["queue"] and g["task_type"] == p["task type"]
-               and g["fingerprint"] == p["fingerprint"]]
-        assert own and all(g["cause"] == p["cause"] for g in own), (p, own)
-        assert p["tasks"] <= sum(g[p["state"]] for g in own)
+        assert p["tasks"] >= 1 and not p["warning"], p
+        assert " --cause " + p["cause"] in p["command"]
+        # every task the dry run holds is in a group section 02 gave this cause
+        assert sum(g["count"] for g in p["groups"]) == p["tasks"]
+        assert {cause_of[(g["queue"], g["task_type"], g["fingerprint"])] for g in p["groups"]} == {p["cause"]}, p
+    for c in causes:
+        if c["key"] in recommended:  # one action per cause, and it covers exactly the cause's tasks
+            assert sum(p["tasks"] for p in plans if p["cause"] == c["key"]) == c["failures"], c["key"]
+    top = causes[0]
+    assert top["key"] in recommended
+    page = html.unescape((run_dir / "report.html").read_text())
+    assert f"covers exactly its {top['failures']:,} failed task(s)" in page
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_demo_report_shows_onset_both_ratios_and_the_escalation_clock(demo_runs, scenario):
+    run_dir, info, _ = demo_runs(scenario)
+    diag = findings(run_dir)["05_diagnosis"]["data"]
+    top = diag["diagnosis"]["causes"][0]
+    page = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", (run_dir / "report.html").read_text())).split())
+    verdict_box = page[:page.index("Escalation Deadline")]
+    assert top["onset"] == "new" and f"Onset: {top['onset_text']}" in verdict_box
+    ratios = diag["ratios"]
+    assert ratios["app"] and ratios["asynq"], ratios
+    assert "Failed, by asynq's count" in verdict_box and f"{ratios['asynq']['processed']:,}" in verdict_box
+    if ratios["differ"]:
+        assert "The failure rates differ: " in verdict_box
+    esc = diag["escalation"]
+    assert esc["started_from"] == "the alert's startsAt"
+    assert esc["started_at_utc"][:16] == info["onset"][:16].replace("T", " ")  # the demo's alert fires at its onset
+    assert "counted from the alert's startsAt" in page and esc["remaining"] in page
 
 
 @pytest.mark.parametrize("scenario", sorted(DB_DOWN))

@@ -191,3 +191,110 @@ def test_watch_recovery_reads_daily_counter_deltas(rclient):
     res = watch_recovery(rclient, "q", duration_s=60, interval_s=20, clock=lambda: clock[0], sleep=sleep)
     assert res["processed"] == 150 and res["failed"] == 3 and res["returned_to_normal"] is True
     assert len(res["samples"]) == 4
+
+
+# --- issue 14: --cause, the diagnosis's own classifier across queues and states -------------------------------
+
+def _inspector_tasks(fixture: str) -> list[dict]:
+    data = json.loads((ASYNQ_FIXTURES / fixture / "inspector.json").read_text())
+    return [{**t, "state": state} for q in data["queues"] for state in ("retry", "archived") for t in q["tasks"][state]]
+
+
+@pytest.mark.parametrize("fixture", ["mixed", "dependency-down", "bad-deploy"])
+def test_cause_selects_exactly_the_tasks_asynq_shows_for_it(rclient, fixture):
+    from jobrunbook.diagnosis import diagnose
+    from jobrunbook.diagnosis.causes import classify
+    from jobrunbook.diagnosis.gather import groups_from_aggregate
+    from jobrunbook.diagnosis.evidence import Evidence
+    from jobrunbook.asynq.inspector import Inspector
+    from jobrunbook.remediate.plan import cause_filters, plan_across
+
+    load(rclient, fixture)
+    tasks = _inspector_tasks(fixture)  # asynq's own Inspector: the ground truth
+    d = diagnose(Evidence(groups=groups_from_aggregate(Inspector(rclient).failures().to_records())))
+    chosen: dict[str, set[str]] = {}
+    for cause in [c for c in d.causes if c.failures]:
+        plans = plan_across(rclient, "run", cause_filters(rclient, "run", cause=cause.key))
+        chosen[cause.key] = {i for p in plans.plans for i in p.ids}
+        assert plans.count == cause.failures == len(chosen[cause.key])
+        assert chosen[cause.key] == {t["id"] for t in tasks if classify(t["last_err"]) == cause.key}
+        assert sum(g["count"] for g in plans.groups()) == plans.count
+        # the diagnosis's groups of the cause are the dry run's groups
+        assert {(g["queue"], g["task_type"], g["fingerprint"]) for g in cause.groups} <= \
+            {(g["queue"], g["task_type"], g["fingerprint"]) for g in plans.groups()}
+    every = [i for ids in chosen.values() for i in ids]
+    assert len(every) == len(set(every)) == len(tasks)  # each failed task in exactly one cause
+
+
+def test_cli_cause_dry_run_acts_on_its_tasks_only_and_restores(rclient, redis_url, tmp_path, capsys):
+    from jobrunbook.diagnosis.causes import classify
+    from jobrunbook.remediate import cli as remediate_cli
+    from jobrunbook.remediate import restore as restore_cli
+
+    load(rclient, "mixed")
+    tasks = _inspector_tasks("mixed")
+    mine = {t["id"] for t in tasks if classify(t["last_err"]) == "validation"}
+    assert {t["queue"] for t in tasks if t["id"] in mine} == {"critical", "default"}  # across queues
+    parser = argparse.ArgumentParser()
+    remediate_cli.add_arguments(parser)
+    argv = ["delete", "--redis-url", redis_url, "--cause", "validation", "--run-dir", str(tmp_path)]
+    before = keyspace(rclient)
+    assert remediate_cli.command(parser.parse_args(argv)) == 0
+    out = capsys.readouterr().out
+    assert f"DRY RUN: delete {len(mine)} task(s) of cause validation" in out
+    for t in tasks:
+        if t["id"] in mine:  # every group shown with its queue, state, type and fingerprint
+            assert f"{t['queue']}/{t['state']}  {t['type']}  {fingerprint(t['last_err'])[:60]}" in out
+    assert f"to act: add --confirm {len(mine)}" in out and keyspace(rclient) == before
+    with pytest.raises(RemediationRefused, match="does not match"):
+        remediate_cli.command(parser.parse_args(argv + ["--confirm", str(len(mine) + 5)]))
+    assert keyspace(rclient) == before
+    assert remediate_cli.command(parser.parse_args(argv + ["--confirm", str(len(mine))])) == 0
+    out = capsys.readouterr().out
+    assert f"delete: {len(mine)} task(s) done of cause validation" in out
+    left = {q: membership(rclient, q) for q in ("critical", "default")}
+    assert not mine & {i for q in left.values() for i in q}
+    assert {i for q in left.values() for i in q} >= {t["id"] for t in tasks if t["id"] not in mine}
+    restore_parser = argparse.ArgumentParser()
+    restore_cli.add_arguments(restore_parser)
+    exports = sorted((tmp_path / "exports").glob("*.jsonl"))
+    assert len(exports) == 2  # one per queue, each written before its deletes
+    for export in exports:
+        assert restore_cli.command(restore_parser.parse_args([str(export), "--redis-url", redis_url])) == 0
+    assert keyspace(rclient) == before
+
+
+def test_cause_bad_input_names_the_problem(rclient, redis_url, tmp_path):
+    from jobrunbook._exceptions import ConfigError
+    from jobrunbook.remediate import cli as remediate_cli
+
+    load(rclient, "mixed")
+    parser = argparse.ArgumentParser()
+    remediate_cli.add_arguments(parser)
+    base = ["--redis-url", redis_url, "--run-dir", str(tmp_path)]
+    with pytest.raises(ConfigError, match="no cause 'dependencies'; one of handler_not_found.*dependency"):
+        remediate_cli.command(parser.parse_args(["run", *base, "--cause", "dependencies"]))
+    with pytest.raises(ConfigError, match="does not combine with --id"):
+        remediate_cli.command(parser.parse_args(["run", *base, "--cause", "panic", "--id", "x"]))
+    with pytest.raises(RemediationRefused, match="archive does not apply to archived"):
+        remediate_cli.command(parser.parse_args(["archive", *base, "--cause", "panic", "--state", "archived"]))
+    with pytest.raises(ConfigError, match="a queue is required"):
+        remediate_cli.command(parser.parse_args(["run", *base, "--state", "retry"]))
+    with pytest.raises(NotFound, match="queue 'nope' not found"):
+        remediate_cli.command(parser.parse_args(["run", *base, "--cause", "panic", "--queue", "nope"]))
+    with pytest.raises(NotFound, match="no task matches cause lease_expired"):
+        remediate_cli.command(parser.parse_args(["run", *base, "--cause", "lease_expired"]))
+
+
+def test_cause_dry_run_offers_asynq_cli_only_for_a_whole_state(rclient, tmp_path):
+    from jobrunbook.remediate.plan import cause_filters, format_plans, plan_across
+
+    load(rclient, "dependency-down")
+    text = format_plans(plan_across(rclient, "run", cause_filters(rclient, "run", cause="dependency")))
+    other = rclient.zcard(K.state_key("critical", "retry")) - sum(
+        1 for t in _inspector_tasks("dependency-down") if t["queue"] == "critical" and t["state"] == "retry"
+        and "connection refused" in t["last_err"])
+    assert other > 0
+    assert f"none for critical/retry: it also holds {other} task(s)" in text
+    # every retry task of default is a dependency failure: asynq's runall re-runs exactly them
+    assert "asynq task runall --queue=default --state=retry" in text

@@ -6,8 +6,8 @@
 
 The keys the report reads from ``data`` (any section; later sections win):
 ``verdict``, ``severity``, ``failure_ratio``, ``task_types``, ``causes``
-[{name, confidence, evidence, actions [{title, command}]}], ``escalation``
-{deadline_utc, next_step, who}.
+[{name, confidence, onset, evidence, actions [{title, command}]}], ``escalation``
+{deadline_utc, remaining, started_from, next_step, who}, ``ratios`` {app, asynq, differ, reason}.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ RUN_DIR_ENV = "JOBRUNBOOK_RUN_DIR"
 FINDING_STATUSES = ("ok", "degraded", "failed")
 _SECTION = re.compile(r"^\d\d_[A-Za-z0-9_]+$")
 VERDICT_KEYS = ("verdict", "severity", "failure_ratio", "failure_ratio_source", "task_types", "causes", "escalation",
-                "top_cause")
+                "top_cause", "ratios")
 
 
 def to_jsonable(value: Any) -> Any:

@@ -104,11 +104,12 @@ def normalise_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
         actions = []
         for a in c.get("actions") if isinstance(c.get("actions"), list) else []:
             a = a if isinstance(a, Mapping) else {"title": a}
-            actions.append({"title": _text(a.get("title"), 300),
+            actions.append({"title": _text(a.get("title"), 700),
                             "command": str(a.get("command") or "")[:2000]})
         share = c.get("share") if isinstance(c.get("share"), int | float) else None
         level = c.get("level") if isinstance(c.get("level"), str) and c.get("level") else None
         causes.append({"key": _text(c.get("key"), 40) if c.get("key") else "", "name": _text(c.get("name"), 200),
+                       "onset": _text(c.get("onset"), 300) if c.get("onset") else "",
                        "confidence": level[:20] if level else conf, "rank": rank,
                        "confidence_score": f"score {rank:.2f} of 1" if level else "",
                        "share": share, "share_pct": _pct(share) if share is not None else "",
@@ -124,6 +125,16 @@ def normalise_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(types, list):
         types = [t.get("task_type", t.get("name", t)) if isinstance(t, Mapping) else t for t in types]
     top_action = next((a for a in (top["actions"] if top else []) if a["command"]), None)
+    ratios = verdict.get("ratios") if isinstance(verdict.get("ratios"), Mapping) else {}
+
+    def ratio(who: str) -> dict[str, str] | None:
+        r = ratios.get(who)
+        if not isinstance(r, Mapping) or r.get("ratio") is None:
+            return None
+        counts = (f"{r['failed']:,.0f} failed of {r['processed']:,.0f}, " if isinstance(r.get("failed"), int | float)
+                  and isinstance(r.get("processed"), int | float) else "")
+        return {"pct": _pct(r.get("ratio")), "source": counts + _text(r.get("source"), 200)}
+
     return {
         "headline": _text(verdict.get("verdict"), 400) if verdict.get("verdict") else
         (f"Likely cause: {top['name']}" if top else "unknown: no verdict was recorded"),
@@ -132,6 +143,9 @@ def normalise_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
         "severity_class": severity.lower() if severity.lower() in ("critical", "warning", "info") else "unknown",
         "failure_pct": _pct(verdict.get("failure_ratio")),
         "failure_source": _text(verdict.get("failure_ratio_source"), 200) if verdict.get("failure_ratio_source") else "",
+        "ratio_app": ratio("app"),
+        "ratio_asynq": ratio("asynq"),
+        "ratio_differ": _text(ratios.get("reason"), 600) if ratios.get("differ") else "",
         "task_types": _text(types, 300),
         "cause_key": top["key"] if top else "",
         "cause_name": (top["name"] if named else f"unknown (strongest candidate: {top['name']})") if top else UNKNOWN,
@@ -140,11 +154,14 @@ def normalise_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
         "cause_share": top["share_pct"] if top else "",
         "cause_failures": top["failures"] if top else None,
         "cause_evidence": top["evidence"] if top else [],
+        "cause_onset": top["onset"] if top else "",
         "other_causes": causes[1:4],
         "top_action": top_action,
         "actions": [a for a in (top["actions"] if top else []) if a is not top_action],
         "deadline": _text(esc.get("deadline_utc"), 60),
-        "deadline_relative": _text(esc.get("deadline_relative"), 60) if esc.get("deadline_relative") else "",
+        "deadline_relative": _text(esc.get("remaining") or esc.get("deadline_relative"), 60)
+        if esc.get("remaining") or esc.get("deadline_relative") else "",
+        "started_from": _text(esc.get("started_from"), 200) if esc.get("started_from") else "",
         "next_step": _text(esc.get("next_step"), 300),
         "who": _text(esc.get("who"), 120),
     }
@@ -393,7 +410,10 @@ def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = 
         lines.append(f"| {_md(when)} | {_md(what)} |")
     lines += ["", "## Figures", "",
               f"- Severity: {_md(v['severity'])}",
-              f"- Failure rate: {_md(v['failure_pct'])}",
+              f"- Failure rate: {_md(v['failure_pct'])}" + (f" ({_md(v['failure_source'])})" if v["failure_source"] else ""),
+              *([f"- Failed, by asynq's own counters: {_md(v['ratio_asynq']['pct'])} ({_md(v['ratio_asynq']['source'])})"]
+                if v["ratio_asynq"] else []),
+              *([f"- The two differ: {_md(v['ratio_differ'])}"] if v["ratio_differ"] else []),
               f"- Task types failing: {_md(v['task_types'])}",
               f"- Run duration: {_md(status.get('duration_s'))} s; sections not completed: "
               f"{_md(status.get('failed_sections') or 'none')}"]
@@ -404,6 +424,8 @@ def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = 
     share = f"{v['cause_share']} of failed tasks, " if v["cause_share"] else ""
     lines += ["", "## Cause", "", f"**{_md(v['cause_name'])}** ({_md(share) if share else ''}"
                                   f"{_md(v['cause_confidence'])} confidence)", ""]
+    if v["cause_onset"]:
+        lines += [f"Onset: {_md(v['cause_onset'])}", ""]
     lines += [f"- {_md(e)}" for e in v["cause_evidence"]]
     if v["other_causes"]:
         lines += ["", "Other candidates: " + ", ".join(
@@ -430,7 +452,8 @@ def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = 
                          f"{_md((rec.get('filter') or {}).get('queue', ''))}"
                          + (f", {_md(count)} task(s)" if count is not None else "")
                          + (" (dry run)" if rec.get("dry_run") else ""))
-    lines += ["", "## Escalation", "", f"Deadline {_md(v['deadline'])}; next step: {_md(v['next_step'])}; "
+    counted = f" ({_md(v['deadline_relative'])}, counted from {_md(v['started_from'])})" if v["started_from"] else ""
+    lines += ["", "## Escalation", "", f"Deadline {_md(v['deadline'])}{counted}; next step: {_md(v['next_step'])}; "
               f"who: {_md(v['who'])}", "", f"Report: report.html (run {_md(status.get('run_id'))})", ""]
     if isinstance(status.get("closing"), Mapping):
         lines += _resolution_lines(status["closing"])

@@ -8,7 +8,8 @@ ids took about 5 ms), and the next slice is already
 requested while this one is decoded, so Redis and the client work in
 parallel. Memory stays bounded whatever the number of tasks: one slice at a
 time, at most ``max_groups`` named groups (tasks of any further group fold
-into an ``(other)`` group of their queue, counted in ``overflow_tasks``), a few example ids per group.
+into an ``(other)`` group of their queue, counted in ``overflow_tasks``), a few example ids per group,
+and the distinct error texts a group's fingerprint folds counted up to ``DISTINCT_CAP``.
 
 Anomalies are counted, never raised: a state id whose hash is missing, ``msg``
 bytes that are not a TaskMessage, error text that is not UTF-8 (decoded with
@@ -39,9 +40,12 @@ from jobrunbook.asynq.connection import describe_client, translate_errors
 from jobrunbook.asynq.messages import asynq_time, read_varint
 from jobrunbook.fingerprint import fingerprint
 
-__all__ = ["FailureGroup", "FailureAggregate", "aggregate_failures", "OTHER", "BATCH_LUA", "DEFAULT_BATCH"]
+__all__ = ["FailureGroup", "FailureAggregate", "aggregate_failures", "OTHER", "BATCH_LUA", "DEFAULT_BATCH",
+           "DISTINCT_CAP"]
 
 OTHER = "(other)"
+# distinct error texts counted per group (three order ids folded into "capture order <n>": 3); past this, "more than"
+DISTINCT_CAP = 100
 DEFAULT_BATCH = 500  # ids per Lua call: ~2.5 ms of Redis time here; 1,000 took ~5 ms on this machine
 
 # The msg of every id of a rank slice, and the ids whose hash is gone.
@@ -69,6 +73,7 @@ class FailureGroup:
     retried: dict[int, int]        # retried -> number of tasks
     example_ids: list[str]
     example_error: str
+    distinct_errors: int = 1  # distinct error texts the fingerprint folds (DISTINCT_CAP + 1: more than the cap)
 
     def to_record(self) -> dict:
         d = asdict(self)
@@ -211,7 +216,8 @@ def _aggregate(client: redis.Redis, queues: list[str], *, batch: int, max_groups
         sha = client.script_load(BATCH_LUA)
     if isinstance(sha, bytes):
         sha = sha.decode()
-    # stats per (queue, state, type, fp): [count, first, last, retried{}, example ids, example error]
+    # stats per (queue, state, type, fp): [count, first, last, retried{}, example ids, example error, type,
+    # distinct error texts (at most DISTINCT_CAP + 1)]
     stats: dict[tuple[str, str, str, str], list] = {}
     group_keys: set[tuple[str, str, str]] = set()
     anomalies = {"missing_hash": 0, "corrupt_msg": 0, "non_utf8_text": 0}
@@ -275,7 +281,9 @@ def _aggregate(client: redis.Redis, queues: list[str], *, batch: int, max_groups
                             skey = (queue, state, ttype, fp)
                             entry = stats.get(skey)
                             if entry is None:
-                                entry = stats[skey] = [0, lfa, lfa, {}, [], err, ttype]
+                                entry = stats[skey] = [0, lfa, lfa, {}, [], err, ttype, set()]
+                            if len(entry[7]) <= DISTINCT_CAP:
+                                entry[7].add(err)
                             if len(local) < 100_000:
                                 local[err] = entry
                         entry[0] += 1
@@ -315,13 +323,20 @@ def _aggregate(client: redis.Redis, queues: list[str], *, batch: int, max_groups
 
 def _merge(stats: dict[tuple[str, str, str, str], list], examples: int) -> list[FailureGroup]:
     merged: dict[tuple[str, str, str], FailureGroup] = {}
-    for (queue, state, ttype, fp), (count, first, last, retried, ids, err, _type) in stats.items():
+    texts: dict[tuple[str, str, str], set[str]] = {}
+    for (queue, state, ttype, fp), (count, first, last, retried, ids, err, _type, distinct) in stats.items():
         g = merged.get((queue, ttype, fp))
         if g is None:
             g = merged[(queue, ttype, fp)] = FailureGroup(
                 queue=queue, task_type=ttype, fingerprint=fp, count=0, retry=0, archived=0,
                 first_failed_at=first or None, last_failed_at=last or None, retried={}, example_ids=[],
                 example_error=err)
+        seen = texts.setdefault((queue, ttype, fp), set())
+        for text in distinct:
+            if len(seen) > DISTINCT_CAP:
+                break
+            seen.add(text)
+        g.distinct_errors = len(seen)
         g.count += count
         if state == "retry":
             g.retry += count

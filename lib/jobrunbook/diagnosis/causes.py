@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Cause", "CAUSES", "CAUSES_BY_KEY", "match_cause", "UNKNOWN", "cause_label", "cause_colour",
+__all__ = ["Cause", "CAUSES", "CAUSES_BY_KEY", "match_cause", "classify", "check_cause_key", "UNKNOWN", "cause_label",
+           "cause_colour",
            "RunbookAlert", "ALERTS",
            "SERVED_ALERTNAMES", "THRESHOLDS", "NORMAL_RATIO", "alert_for_severity", "PANIC_PATTERN", "REVOKED_PATTERN"]
 
@@ -108,7 +109,7 @@ CAUSES: tuple[Cause, ...] = (
         resolution="Roll back the worker, or deploy a build that registers the handler again; then re-run the tasks",
         patterns=(r"handler not found for task",),
         in_runbook=False,
-        actions=("rollout_history", "rollback", "rerun_retry", "rerun_archived"),
+        actions=("rollout_history", "rollback", "rerun"),
     ),
     _cause(
         key="lease_expired",
@@ -121,7 +122,7 @@ CAUSES: tuple[Cause, ...] = (
         patterns=(r"task lease expired", r"lease expired"),
         in_runbook=False,
         probe_kinds=("redis",),
-        actions=("worker_restarts", "worker_oom", "worker_logs"),
+        actions=("worker_restarts", "worker_oom", "worker_logs", "rerun_after_crash"),
         rerun_after_fix=False,
     ),
     _cause(
@@ -133,7 +134,7 @@ CAUSES: tuple[Cause, ...] = (
         diagnosis="Check the task payload",
         resolution="Fix the enqueuing code; the archived tasks will not succeed as they are",
         patterns=(r"skip retry for the task",),
-        actions=("inspect_task", "list_archived", "fix_enqueuer", "delete_archived"),
+        actions=("inspect_task", "list_archived", "fix_enqueuer", "delete_cause"),
         rerun_after_fix=False,
         version_notes=(
             ("v0.24", "asynq v0.24.x archives a SkipRetry task at once only when the server's IsFailure calls the "
@@ -152,7 +153,7 @@ CAUSES: tuple[Cause, ...] = (
         diagnosis="Read the stack trace in the logs",
         resolution="Fix and deploy (or roll back the build that introduced it); then re-run the tasks",
         patterns=(PANIC_PATTERN, r"\bpanic: ", r"nil pointer dereference", r"index out of range"),
-        actions=("panic_trace", "rollout_history", "rollback", "rerun_retry"),
+        actions=("panic_trace", "rollout_history", "rollback", "rerun"),
         version_notes=(
             ("v0.24", 'asynq v0.24.x records the panic as "panic [file:line]: ..."'),
             ("v0.25+", 'asynq v0.25.0+ records it as "panic error cause by: panic [file:line]: ..." '
@@ -170,7 +171,7 @@ CAUSES: tuple[Cause, ...] = (
         patterns=(r"\b429\b", r"too many requests", r"rate.?limit", r"quota exceeded", r"throttl"),
         probe_kinds=("http",),
         related_alerts=("HighErrorRate",),
-        actions=("check_external", "add_backoff"),
+        actions=("check_external", "add_backoff", "rerun_when_lifted"),
         version_notes=(
             ("v0.24", "if the server's IsFailure returns false for rate limits, asynq v0.24.x retries those tasks "
                       "without counting them failed or raising retried, and never archives them"),
@@ -193,7 +194,7 @@ CAUSES: tuple[Cause, ...] = (
         probe_kinds=("postgres",),
         probe_states=("degraded",),
         related_alerts=("DBConnectionExhausted",),
-        actions=("pg_connections", "rerun_retry"),
+        actions=("pg_connections", "rerun"),
     ),
     _cause(
         key="redis_exhaustion",
@@ -207,7 +208,7 @@ CAUSES: tuple[Cause, ...] = (
         in_runbook=False,
         probe_kinds=("redis",),
         probe_states=("degraded",),
-        actions=("redis_info", "rerun_retry"),
+        actions=("redis_info", "rerun"),
     ),
     _cause(
         key="dependency",
@@ -223,7 +224,7 @@ CAUSES: tuple[Cause, ...] = (
                   r"bad gateway"),
         probe_kinds=("postgres", "redis", "http"),
         related_alerts=("DBConnectionExhausted",),
-        actions=("check_postgres", "restart_postgres", "rerun_retry"),
+        actions=("check_postgres", "restart_postgres", "check_external", "check_address", "rerun"),
         version_notes=(
             ("v0.24", "asynq v0.24.x never archives an error its IsFailure calls no failure: such tasks stay in "
                       "retry until the dependency is back"),
@@ -241,7 +242,7 @@ CAUSES: tuple[Cause, ...] = (
         resolution="Find what made the handler slow; raise the task's Timeout only if the work is legitimately longer",
         patterns=(r"context deadline exceeded", r"deadline exceeded", r"context canceled", r"timed? ?out"),
         uses_durations=True,
-        actions=("check_durations", "raise_timeout", "rerun_retry"),
+        actions=("check_durations", "raise_timeout", "rerun"),
     ),
     _cause(
         key="bad_data",
@@ -254,7 +255,7 @@ CAUSES: tuple[Cause, ...] = (
         patterns=(r"invalid", r"malformed", r"unmarshal", r"cannot parse", r"not found", r"unsupported",
                   r"violates", r"constraint", r"duplicate key", r"no rows in result set", r"negative",
                   r"out of range"),
-        actions=("inspect_task", "fix_data", "archive_bad"),
+        actions=("inspect_task", "fix_data", "archive_cause", "rerun_archived"),
         rerun_after_fix=True,
     ),
 )
@@ -283,3 +284,29 @@ def match_cause(error: str, fingerprint: str = "") -> Cause | None:
         if cause.matches(error) or (fingerprint and cause.matches(fingerprint)):
             return cause
     return None
+
+
+def classify(error: str, fp: str | None = None) -> str:
+    """The cause key of one error text (``unknown`` when none matches): the one classifier of jobrunbook.
+
+    The diagnosis applies it to each error group (its example error and fingerprint), ``jobrunbook
+    remediate --cause`` to each task's own last error (``fp`` computed when not given), so a cause's
+    commands select the tasks the diagnosis counted for it. The tasks of one group share a fingerprint
+    and so a cause, unless a pattern matches only in what the fingerprint folds (a number, a quoted value).
+    """
+    if fp is None:
+        from jobrunbook.fingerprint import fingerprint
+
+        fp = fingerprint(error)
+    cause = match_cause(error, fp)
+    return cause.key if cause else UNKNOWN
+
+
+def check_cause_key(key: str) -> str:
+    """``key`` if it names a cause (or ``unknown``); a ConfigError listing the keys otherwise."""
+    if key in CAUSES_BY_KEY or key == UNKNOWN:
+        return key
+    from jobrunbook._exceptions import ConfigError
+
+    raise ConfigError(f"no cause {key!r}; one of {', '.join([*CAUSES_BY_KEY, UNKNOWN])}",
+                      hint="`jobrunbook diagnose` names each cause's key in brackets, e.g. [dependency]")

@@ -44,17 +44,18 @@ def command(args: argparse.Namespace) -> int:
     alert = _alert_from_file(args.alert)
     src = resolve_sources(args, labels={k: v for k, v in alert.items() if k not in ("startsAt", "status")} or None)
     s, env = src.settings, src.env
-    health = list(s.health_urls_with_secret(env).values())
+    health_by_name = s.health_urls_with_secret(env)
+    health = list(health_by_name.values())
     findings = gather_findings(redis_url=s.redis_url_with_secret(env) if s.redis_url else None,
                                metrics_url=s.url_with_secret("metrics_url", env) or None,
                                logs=s.log_args() or None, postgres_dsn=s.postgres_dsn(env),
                                health_urls=health, alertmanager_url=s.url_with_secret("alertmanager_url", env) or None,
                                alert=alert, task_timeout_s=s.task_timeout_s, timeout=args.timeout or s.source_timeout_s,
                                asynq_version=s.asynq_version)
-    values = command_values(postgres_dsn=s.postgres_dsn(env), health_urls=health,
+    values = command_values(postgres_dsn=s.postgres_dsn(env), health_urls=health_by_name,
                             metrics_url=s.public()["metrics_url"] or None,
                             names={"deployment": s.worker_deployment, "container": s.worker_container,
-                                   "namespace": s.namespace or "default"})
+                                   "namespace": s.namespace or "default"}, log_args=s.log_args())
     result = diagnose(evidence_from_findings(findings, settings=values), now=clock.now())
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
@@ -63,18 +64,47 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+def ratio_lines(ratios: dict) -> list[str]:
+    """The failure ratio twice, the app's metric and asynq's counters, and why they differ."""
+    out = []
+    app, asynq = ratios.get("app"), ratios.get("asynq")
+    if app:
+        out.append(f"failure ratio (app): {app['ratio']:.1%} ({app['source']})")
+    if asynq:
+        out.append(f"failure ratio (asynq): {asynq['ratio']:.1%} ({asynq['failed']:,} failed of "
+                   f"{asynq['processed']:,} processed, {asynq['source']})")
+    if ratios.get("differ"):
+        out.append(f"  they differ: {ratios['reason']}")
+    return out
+
+
+def group_line(g: dict) -> str:
+    """One error group: count, queue/type, the example, and how many distinct errors its fingerprint folds."""
+    from jobrunbook.asynq.aggregate import DISTINCT_CAP
+
+    n = g.get("distinct_errors") or 1
+    folded = ("" if n <= 1 else f"  [{'more than ' + str(DISTINCT_CAP) if n > DISTINCT_CAP else n} distinct "
+              "errors folded into this fingerprint]")
+    return f"{g['count']:>6}  {g['queue']}/{g['task_type']}: {g['example_error'][:100]}{folded}"
+
+
 def render_text(d: Diagnosis, *, max_causes: int = 4) -> str:
     """The diagnosis for a terminal: verdict, causes with evidence and commands, escalation."""
     out = [f"VERDICT  {d.verdict}", ""]
     if d.asynq_version_reason:
         out.append(d.asynq_version_reason)
-    if d.failure_ratio is not None:
-        out.append(f"failure ratio now: {d.failure_ratio:.1%}")
+    out += ratio_lines(d.ratios) if d.ratios else (
+        [f"failure ratio now: {d.failure_ratio:.1%}"] if d.failure_ratio is not None else [])
     for i, c in enumerate([c for c in d.causes if c.failures or c.evidence][:max_causes], 1):
-        out.append(f"{i}. {c.title}: {c.share:.0%} of failed tasks ({c.failures}), confidence {c.level} "
-                   f"({c.confidence:.2f}), onset {c.onset}{'' if c.in_runbook else '  [not in the runbook table]'}")
-        for g in c.groups[:2]:
-            out.append(f"     {g['count']:>6}  {g['queue']}/{g['task_type']}: {g['example_error'][:100]}")
+        out.append(f"{i}. {c.title} [{c.key}]: {c.share:.0%} of failed tasks ({c.failures}), confidence {c.level} "
+                   f"({c.confidence:.2f}){'' if c.in_runbook else '  [not in the runbook table]'}")
+        out.append(f"     onset: {c.onset_text or c.onset}")
+        if c.type_counts:
+            out.append("     task types: " + ", ".join(f"{t} {n}" for t, n in c.type_counts.items()))
+        for g in c.groups[:3]:
+            out.append("     " + group_line(g))
+        if len(c.groups) > 3 or sum(g["count"] for g in c.groups) < c.failures:
+            out.append(f"     ... {c.failures - sum(g['count'] for g in c.groups[:3])} more in smaller groups")
         for e in c.evidence:
             out.append(f"     + {e}")
         for e in c.contradictions:
@@ -85,12 +115,15 @@ def render_text(d: Diagnosis, *, max_causes: int = 4) -> str:
         for a in c.actions:
             out.append(f"     > {a['title']}")
             out.extend(f"         $ {cmd}" for cmd in a["commands"])
+            if a.get("note"):
+                out.append(f"         ({a['note']})")
     if d.unexplained["failures"]:
         out.append(f"unexplained: {d.unexplained['failures']} failed task(s) ({d.unexplained['share']:.0%})")
         for g in d.unexplained["top_groups"][:3]:
-            out.append(f"     {g['count']:>6}  {g['queue']}/{g['task_type']}: {g['example_error'][:100]}")
+            out.append("     " + group_line(g))
     e = d.escalation
-    out += ["", f"ESCALATION  {e['next_step']} (deadline {e['deadline_utc']}, {e['deadline_relative']})"]
+    out += ["", f"ESCALATION  {e['next_step']} (deadline {e['deadline_utc']}, {e.get('remaining') or e['deadline_relative']}; "
+                f"counted from {e.get('started_from') or 'the alert'})"]
     if d.unavailable:
         out.append("not reachable: " + "; ".join(f"{k}: {v}" for k, v in sorted(d.unavailable.items())))
     return "\n".join(out)

@@ -26,13 +26,17 @@ def format_delta(seconds: float) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
-def escalation(severity: str | None, started_at: float | None, now: float) -> dict[str, Any]:
-    """When to escalate and to whom, from severity and the alert's startsAt (unix seconds)."""
+def escalation(severity: str | None, started_at: float | None, now: float, *,
+               started_from: str = "the alert's startsAt") -> dict[str, Any]:
+    """When to escalate and to whom, counted from the incident's start (unix seconds): the alert's startsAt,
+    else what ``started_from`` names (the top cause's first failure); from ``now`` when neither is known."""
     sev = (severity or "warning").lower()
     if sev not in ESCALATION:
         sev = "warning"
     respond, escalate = ESCALATION[sev]
     start = started_at if started_at is not None else now
+    if started_at is None:
+        started_from = "now: neither the alert's start nor a failure time is known"
     deadline = start + escalate.total_seconds()
     respond_by = start + respond.total_seconds()
     overdue = now >= deadline
@@ -44,9 +48,14 @@ def escalation(severity: str | None, started_at: float | None, now: float) -> di
         next_step = f"Investigate now; escalate to {PATH[1]} if unresolved by {_utc(deadline)}."
     else:
         next_step = f"Investigate by {_utc(respond_by)}; escalate to {PATH[1]} if unresolved by {_utc(deadline)}."
+    remaining = deadline - now
     return {
         "severity": sev,
         "started_at_utc": _utc(start) if started_at is not None else None,
+        "started_from": started_from,
+        "remaining_s": int(remaining),
+        "remaining": (f"{format_delta(remaining).removeprefix('in ')} left" if remaining > 0 else
+                      f"overdue by {format_delta(remaining).removesuffix(' ago')}"),
         "respond_by_utc": _utc(respond_by),
         "deadline_utc": _utc(deadline),
         "deadline_relative": format_delta(deadline - now),

@@ -54,6 +54,7 @@ class ErrorGroup:
     last_seen: float | None = None
     example_ids: list[str] = field(default_factory=list)
     source: str = "redis"  # redis | logs | metrics
+    distinct_errors: int = 1  # distinct error texts the fingerprint folds (asynq.aggregate.DISTINCT_CAP + 1: more)
 
 
 @dataclass(slots=True)
@@ -88,10 +89,20 @@ class Evidence:
     probes: list[Probe] = field(default_factory=list)
     durations: list[DurationStat] = field(default_factory=list)
     related_alerts: list[str] = field(default_factory=list)  # alertnames firing now
-    failure_ratio: float | None = None  # current, from metrics or asynq's counters
+    failure_ratio: float | None = None  # current, from the app's metric (the alert's series, else /metrics)
+    failure_ratio_source: str = ""  # where failure_ratio comes from, and its window
+    app_counts: dict[str, float] | None = None  # the app's metric since the worker started: processed, failed
+    # asynq's own counters per queue: the days (newest first: date, processed, failed) and the all-time totals
+    daily: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    totals: dict[str, dict[str, int]] = field(default_factory=dict)
+    # tasks per queue and failed state as asynq counts them (what a whole-state asynq CLI command touches)
+    state_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     servers_alive: int | None = None  # asynq servers heartbeating now
     deploy_time: float | None = None  # when the worker was last deployed (a graceful restart), if known
     crashes: list[float] = field(default_factory=list)  # worker starts with no clean exit before them
+    restarts: list[tuple[float, bool]] = field(default_factory=list)  # every restart in the log: (time, graceful)
+    worker_started: float | None = None  # the worker's first start in the log read ("Starting processing")
+    log_from: float | None = None  # the time of the first line of the log read
     unavailable: dict[str, str] = field(default_factory=dict)  # source -> why
     asynq_version: str | None = None  # the release the asynq reading assumed (section 02), None if unknown
     asynq_version_reason: str = ""  # why: VersionReading.sentence()

@@ -28,13 +28,22 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def command_values(*, postgres_dsn: str | None = None, health_urls: list[str] | None = None,
-                   metrics_url: str | None = None, names: dict[str, str] | None = None) -> dict[str, Any]:
-    """Values for the recommended commands, never a secret: Postgres host and port, health and metrics URLs."""
+def command_values(*, postgres_dsn: str | None = None, health_urls: dict[str, str] | list[str] | None = None,
+                   metrics_url: str | None = None, names: dict[str, str] | None = None,
+                   log_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Values for the recommended commands, never a secret: Postgres host and port, the health URLs by name
+    (redacted as every URL shown), the metrics URL, where the worker's log is (``Settings.log_args()``)."""
     from urllib.parse import urlsplit
 
+    from jobrunbook._urls import redact_url
+
+    if isinstance(health_urls, list | tuple):
+        health_urls = {urlsplit(u).hostname or u: u for u in health_urls}
+    log_args = log_args or {}
     values: dict[str, Any] = {"metrics_url": metrics_url or None,
-                              "health_url": (health_urls or [None])[0]}
+                              "health_urls": {k: redact_url(v) for k, v in (health_urls or {}).items()},
+                              "log_kind": log_args.get("kind") or None,
+                              "log_file": str(log_args["path"]) if log_args.get("kind") == "file" else None}
     if postgres_dsn:
         # a URL or libpq's key=value form; only host and port are kept (never the password)
         try:
@@ -59,8 +68,26 @@ def groups_from_aggregate(records: list[dict[str, Any]]) -> list[ErrorGroup]:
                        example_error=r.get("example_error") or r["fingerprint"], count=int(r["count"]),
                        retry=int(r.get("retry", 0)), archived=int(r.get("archived", 0)),
                        first_seen=_num(r.get("first_failed_at")), last_seen=_num(r.get("last_failed_at")),
-                       example_ids=list(r.get("example_ids") or []), source="redis")
+                       example_ids=list(r.get("example_ids") or []), source="redis",
+                       distinct_errors=int(r.get("distinct_errors") or 1))
             for r in records]
+
+
+def _counters(asynq: dict[str, Any], ev: Evidence) -> None:
+    """asynq's own counters (section 02's ``queues`` and ``history``) into the evidence."""
+    for q in asynq.get("queues") or []:
+        if not isinstance(q, dict) or not q.get("queue"):
+            continue
+        ev.state_counts[q["queue"]] = {"retry": int(q.get("retry") or 0), "archived": int(q.get("archived") or 0)}
+        if q.get("processed_total") is not None:
+            ev.totals[q["queue"]] = {"processed": int(q.get("processed_total") or 0),
+                                     "failed": int(q.get("failed_total") or 0)}
+    for d in asynq.get("history") or []:
+        if isinstance(d, dict) and d.get("queue") and d.get("date"):
+            ev.daily.setdefault(d["queue"], []).append({"date": str(d["date"]), "processed": int(d.get("processed") or 0),
+                                                        "failed": int(d.get("failed") or 0)})
+    for days in ev.daily.values():
+        days.sort(key=lambda d: d["date"], reverse=True)
 
 
 def _groups_from_logs(records: list[dict[str, Any]], queue: str = "") -> list[ErrorGroup]:
@@ -99,6 +126,7 @@ def evidence_from_findings(findings: dict[str, dict[str, Any]], *, settings: dic
 
     asynq = findings.get("asynq") or {}
     ev.groups = groups_from_aggregate(asynq.get("groups") or [])
+    _counters(asynq, ev)
     reading = asynq.get("asynq_version") or {}
     ev.asynq_version = reading.get("version")
     ev.asynq_version_reason = reading.get("sentence") or ""
@@ -113,13 +141,22 @@ def evidence_from_findings(findings: dict[str, dict[str, Any]], *, settings: dic
         graceful = [parse_time(r.get("time")) for r in restarts if r.get("graceful")]
         ev.deploy_time = max((t for t in graceful if t), default=None)
     ev.crashes = [t for t in (parse_time(r.get("time")) for r in restarts if not r.get("graceful")) if t]
+    ev.restarts = [(t, bool(r.get("graceful"))) for r in restarts if (t := parse_time(r.get("time")))]
+    ev.worker_started = parse_time(logs.get("started"))
+    ev.log_from = parse_time(logs.get("from"))
 
     metrics = findings.get("metrics") or {}
     overall = (metrics.get("failure") or {}).get("overall") or {}
     # the alert's own series now (section 00) before the worker's lifetime ratio
     ev.failure_ratio = _num(alert.get("failure_ratio"))
+    ev.failure_ratio_source = str(alert.get("failure_ratio_source") or "") if ev.failure_ratio is not None else ""
     if ev.failure_ratio is None:
         ev.failure_ratio = _num(overall.get("ratio"))
+        if ev.failure_ratio is not None:
+            ev.failure_ratio_source = (f"{(metrics.get('failure') or {}).get('metric') or 'the job metric'} at the "
+                                       "worker's /metrics, since the worker started")
+    if _num(overall.get("processed")):
+        ev.app_counts = {"processed": _num(overall.get("processed")), "failed": _num(overall.get("failed")) or 0.0}
     # the timeout each task carries in asynq (section 02) when the metrics section had none configured
     timeouts = asynq.get("timeouts") or {}
     for d in metrics.get("durations") or []:
@@ -170,10 +207,15 @@ def gather_findings(*, redis_url: str | None, metrics_url: str | None = None, lo
         try:
             inspector = Inspector(connect(redis_url, timeout=timeout))
             agg = inspector.failures()
+            queues = inspector.queues()
+            history = [inspector.history(q, days=7) for q in queues]
             findings["asynq"] = {"status": "ok" if agg.complete else "degraded",
                                  "message": agg.incomplete_reason or f"{agg.tasks} failed tasks read",
                                  "groups": agg.to_records(), "servers": [s.to_dict() for s in inspector.servers()],
-                                 "asynq_version": inspector.version(configured=asynq_version).to_dict()}
+                                 "asynq_version": inspector.version(configured=asynq_version).to_dict(),
+                                 "queues": [inspector.queue_info(q).to_dict() for q in queues],
+                                 "history": [{"queue": h.queue, "date": d.date, "processed": d.processed,
+                                              "failed": d.failed} for h in history for d in h.days]}
         except JobrunbookError as exc:
             findings["asynq"] = {"status": "down", "message": str(exc)}
     if metrics_url:
@@ -190,7 +232,8 @@ def gather_findings(*, redis_url: str | None, metrics_url: str | None = None, lo
                      if g.get("first_failed_at")), default=None)
         since = log_window((alert or {}).get("startsAt"), first_seen=first)
         findings["logs"] = _section(collect_worker_logs(since=since, **logs),
-                                    ("groups", "panics", "restarts", "revoked", "asynq_versions"))
+                                    ("groups", "panics", "restarts", "revoked", "asynq_versions", "from",
+                                     "started"))
         findings["logs"]["since"] = since
     if postgres_dsn or health_urls or redis_url:
         from jobrunbook.sources import probe_dependencies

@@ -1,4 +1,11 @@
-"""Ranking the evidence into causes: shares, corroboration, onset, the verdict."""
+"""Ranking the evidence into causes: shares, corroboration, onset, the verdict.
+
+Everything is ordered by how many failed tasks it holds, largest first: the
+causes, each cause's task types, queues and groups, the verdict's types. Each
+cause's actions aim at what its own errors name (the Postgres they dial, the
+API hosts matched to the configured health URLs) and end with one remediation
+of exactly its tasks (``jobrunbook remediate OP --cause KEY``).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunbook import clock
-from jobrunbook.diagnosis.causes import CAUSES, NORMAL_RATIO, UNKNOWN, Cause, match_cause
+from jobrunbook.diagnosis.causes import CAUSES, NORMAL_RATIO, UNKNOWN, Cause, classify
 from jobrunbook.diagnosis.commands import render_actions
+from jobrunbook.diagnosis.endpoints import health_checks, named_endpoints, postgres_address
 from jobrunbook.diagnosis.escalation import checklist, escalation, incident_update
 from jobrunbook.diagnosis.evidence import ErrorGroup, Evidence
+from jobrunbook.diagnosis.onset import NEW_WINDOW_S, cause_onset
+from jobrunbook.diagnosis.ratios import failure_ratios
 
-__all__ = ["diagnose", "RankedCause", "Diagnosis", "NEW_WINDOW_S"]
-
-# an error group first seen less than this before the alert started is "new"
-NEW_WINDOW_S = 30 * 60
+__all__ = ["diagnose", "RankedCause", "Diagnosis", "NEW_WINDOW_S", "by_count", "types_text"]
 
 _DEP_KINDS = (
     ("postgres", re.compile(r":5432\b|postgres|\bpq: |pgx|sql: ", re.I)),
@@ -38,8 +45,10 @@ class RankedCause:
     contradictions: list[str] = field(default_factory=list)
     onset: str = "unknown"  # new | chronic | unknown
     first_seen: float | None = None
-    task_types: list[str] = field(default_factory=list)
-    queues: list[str] = field(default_factory=list)
+    task_types: list[str] = field(default_factory=list)  # most failed tasks first
+    queues: list[str] = field(default_factory=list)  # most failed tasks first
+    onset_text: str = ""  # the onset said from the data: "new since 09:48:12 UTC, at the restart of the worker ..."
+    type_counts: dict[str, int] = field(default_factory=dict)  # task type -> failed tasks, most first
     groups: list[dict[str, Any]] = field(default_factory=list)
     resolution: str = ""
     actions: list[dict[str, Any]] = field(default_factory=list)
@@ -64,6 +73,7 @@ class Diagnosis:
     sources_used: list[str]
     unavailable: dict[str, str]
     failure_ratio: float | None
+    ratios: dict[str, Any] = field(default_factory=dict)  # the app's and asynq's failure ratio, and why they differ
     asynq_version: str | None = None  # the release the reading assumed (and why: asynq_version_reason)
     asynq_version_reason: str = ""
     revoked: int = 0  # revoked tasks the log shows: not counted as failures
@@ -82,7 +92,78 @@ def _group_dict(g: ErrorGroup) -> dict[str, Any]:
     return {"queue": g.queue, "task_type": g.task_type, "fingerprint": g.fingerprint,
             "example_error": g.example_error, "count": g.count, "retry": g.retry, "archived": g.archived,
             "first_seen": g.first_seen, "last_seen": g.last_seen, "example_ids": list(g.example_ids[:3]),
-            "source": g.source}
+            "source": g.source, "distinct_errors": g.distinct_errors, "cause": classify(g.example_error, g.fingerprint)}
+
+
+def _sorted_groups(groups: list[ErrorGroup]) -> list[ErrorGroup]:
+    return sorted(groups, key=lambda g: (-g.count, g.queue, g.task_type, g.fingerprint))
+
+
+def by_count(groups: list[ErrorGroup], attr: str) -> dict[str, int]:
+    """Failed tasks per value of ``attr`` (task_type, queue), most first (ties by name)."""
+    counts: dict[str, int] = defaultdict(int)
+    for g in groups:
+        counts[getattr(g, attr)] += g.count
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def types_text(types: list[str], shown: int = 3) -> str:
+    """"webhook:deliver, email:send, payment:capture and 2 more" (the largest first), "a and b"."""
+    if not types:
+        return "no task type"
+    if len(types) > shown:
+        return ", ".join(types[:shown]) + f" and {len(types) - shown} more"
+    return types[0] if len(types) == 1 else ", ".join(types[:-1]) + " and " + types[-1]
+
+
+def _occupancy(ev: Evidence) -> dict[tuple[str, str], dict[str, int]] | None:
+    """(queue, state) -> failed tasks by cause there, every cause; what the read did not classify
+    (asynq's own count beyond the groups) as "unread". None without asynq's groups."""
+    if not ev.groups:
+        return None
+    out: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for g in ev.groups:
+        key = classify(g.example_error, g.fingerprint)
+        for state in ("retry", "archived"):
+            if getattr(g, state):
+                out[(g.queue, state)][key] += getattr(g, state)
+    for queue, states in ev.state_counts.items():
+        for state, n in states.items():
+            read = sum(out.get((queue, state), {}).values())
+            if n > read:
+                out[(queue, state)]["unread"] += n - read
+    return {k: dict(v) for k, v in out.items()}
+
+
+_KIND_ACTIONS = {"postgres": ("check_postgres", "restart_postgres"), "http": ("check_external",),
+                 "redis": ("redis_info",)}
+
+
+def _cause_values(cause: Cause, groups: list[ErrorGroup], ev: Evidence, base: dict[str, Any]
+                  ) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The values of one cause's commands (the addresses its errors name) and its action keys."""
+    errors = [g.example_error for g in groups]
+    known = {a: p.kind for p in ev.probes if (a := _probe_address(p.target or ""))}
+    values = dict(base)
+    checks, note = health_checks(errors, base.get("health_urls") or {}, known)
+    values.update(health_checks=checks, health_checks_note=note)
+    pg = postgres_address(errors, base.get("pg_host"), base.get("pg_port"), known)
+    if pg:
+        values.update(pg_host=pg[0], pg_port=pg[1])
+    named = named_endpoints(errors, known)
+    values["addresses"] = [f"{e.host} {e.port}" for e in named if not e.kind and e.port][:3]
+    keys = cause.actions
+    if cause.key == "dependency":
+        kinds = _dependency_kinds(groups, ev.probes) | {e.kind for e in named if e.kind}
+        if not kinds and not values["addresses"]:
+            kinds = {"postgres"}  # the runbook's own first check
+        wanted = {k for kind in kinds for k in _KIND_ACTIONS.get(kind, ())}
+        wanted |= {"check_address"} if values["addresses"] else set()
+        keys = tuple(k for k in keys if k not in {"check_postgres", "restart_postgres", "check_external",
+                                                  "check_address", "redis_info"} or k in wanted)
+        if "redis" in kinds and "redis_info" not in keys:
+            keys = ("redis_info", *keys)
+    return values, keys
 
 
 def _probe_address(target: str) -> str | None:
@@ -157,25 +238,31 @@ def _signals(cause: Cause, groups: list[ErrorGroup], ev: Evidence, log_count: in
     return pro, con
 
 
-def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> Diagnosis:
-    """Rank the causes that explain the failures in ``ev``; never raises on missing evidence."""
+def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5, today: str | None = None) -> Diagnosis:
+    """Rank the causes that explain the failures in ``ev``; never raises on missing evidence.
+
+    ``today`` is the UTC date asynq's daily counters are read for (default: the clock's).
+    """
     now = clock.now() if now is None else now
+    today = today or dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d")
     primary = ev.groups or ev.log_groups  # Redis first; the logs when Redis could not be read
     total = sum(g.count for g in primary)
     by_cause: dict[str, list[ErrorGroup]] = defaultdict(list)
     for g in primary:
-        cause = match_cause(g.example_error, g.fingerprint)
-        by_cause[cause.key if cause else UNKNOWN].append(g)
+        by_cause[classify(g.example_error, g.fingerprint)].append(g)
     log_by_cause: dict[str, int] = defaultdict(int)
-    if ev.groups:
-        for g in ev.log_groups:
-            cause = match_cause(g.example_error, g.fingerprint)
-            log_by_cause[cause.key if cause else UNKNOWN] += g.count
+    log_first: dict[str, float] = {}
+    for g in ev.log_groups:
+        key = classify(g.example_error, g.fingerprint)
+        if ev.groups:
+            log_by_cause[key] += g.count
+        if g.first_seen and (key not in log_first or g.first_seen < log_first[key]):
+            log_first[key] = g.first_seen
+    occupancy = _occupancy(ev)
 
-    start = ev.started_at
     ranked: list[RankedCause] = []
     for cause in CAUSES:
-        groups = sorted(by_cause.get(cause.key, []), key=lambda g: -g.count)
+        groups = _sorted_groups(by_cause.get(cause.key, []))
         pro, con = _signals(cause, groups, ev, log_by_cause.get(cause.key, 0))
         failures = sum(g.count for g in groups)
         if not failures and not any("probe" in p or "alert" in p for p in pro):
@@ -185,32 +272,32 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> 
         if not failures:
             confidence = min(confidence, 0.3)
         confidence = round(max(0.05, min(0.97, confidence)), 2)
-        first = min((t for g in groups for t in (g.first_seen,) if t), default=None)
-        log_first = min((g.first_seen for g in ev.log_groups
-                         if g.first_seen and match_cause(g.example_error, g.fingerprint) is cause), default=None)
-        if log_first and (first is None or log_first < first):
-            first = log_first
-        onset = "unknown" if first is None or start is None else ("new" if first >= start - NEW_WINDOW_S else "chronic")
-        # commands act on the alert's own queue and task type when this cause covers them
+        first = min((g.first_seen for g in groups if g.first_seen), default=None)
+        if cause.key in log_first and (first is None or log_first[cause.key] < first):
+            first = log_first[cause.key]
+        types, queues = by_count(groups, "task_type"), by_count(groups, "queue")
+        onset = cause_onset(first, list(queues), ev, today=today)
+        # single-group commands (inspect a task) act on the alert's own queue and task type when this cause covers them
         mine = [g for g in groups if g.queue == ev.alert.get("queue") and
                 (not ev.alert.get("task_type") or g.task_type == ev.alert.get("task_type"))]
         top = (mine or groups or [None])[0]
-        values = {**ev.settings, "queue": top.queue if top else ev.alert.get("queue"),
-                  "task_type": top.task_type if top else ev.alert.get("task_type"),
-                  "fingerprint": top.fingerprint if top else "",
-                  "task_id": top.example_ids[0] if top and top.example_ids else None}
+        values, keys = _cause_values(cause, groups, ev, {
+            **ev.settings, "cause": cause.key, "queue": top.queue if top else ev.alert.get("queue"),
+            "task_type": top.task_type if top else ev.alert.get("task_type"),
+            "fingerprint": top.fingerprint if top else "",
+            "task_id": top.example_ids[0] if top and top.example_ids else None})
         ranked.append(RankedCause(
             key=cause.key, title=cause.title, failures=failures, share=round(share, 4), confidence=confidence,
-            level=_level(confidence), evidence=pro, contradictions=con, onset=onset, first_seen=first,
-            task_types=sorted({g.task_type for g in groups}), queues=sorted({g.queue for g in groups}),
+            level=_level(confidence), evidence=pro, contradictions=con, onset=onset.kind, first_seen=first,
+            task_types=list(types), queues=list(queues), onset_text=onset.text, type_counts=types,
             groups=[_group_dict(g) for g in groups[:max_groups]], resolution=cause.resolution,
-            actions=render_actions(cause.actions, values, groups=[_group_dict(g) for g in groups]),
+            actions=render_actions(keys, values, groups=[_group_dict(g) for g in groups], occupancy=occupancy),
             in_runbook=cause.in_runbook,
             version_note=cause.note_for(ev.asynq_version) if ev.asynq_version else "",
         ))
     ranked.sort(key=lambda c: (-c.failures, -c.confidence))
 
-    unexplained_groups = sorted(by_cause.get(UNKNOWN, []), key=lambda g: -g.count)
+    unexplained_groups = _sorted_groups(by_cause.get(UNKNOWN, []))
     unexplained_n = sum(g.count for g in unexplained_groups)
     unexplained = {"failures": unexplained_n, "share": round(unexplained_n / total, 4) if total else 0.0,
                    "top_groups": [_group_dict(g) for g in unexplained_groups[:max_groups]]}
@@ -218,10 +305,17 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> 
     top = ranked[0] if ranked and ranked[0].failures else None
     if top is not None and ((top.share < 0.2 and top.level == "low") or unexplained["share"] > top.share):
         top = None  # too weak to name, or most failures are unexplained: say unknown and show the data
-    task_types = sorted({g.task_type for g in primary}, key=lambda t: -sum(g.count for g in primary if g.task_type == t))
+    task_types = list(by_count(primary, "task_type"))
     verdict = _verdict(top, ranked, total, unexplained, ev)
     severity = str(ev.alert.get("severity") or "warning")
-    esc = escalation(severity, start, now)
+    start, started_from = ev.started_at, "the alert's startsAt"
+    if start is None:
+        lead = top or next((c for c in ranked if c.first_seen), None)
+        if lead is not None and lead.first_seen:
+            start = lead.first_seen
+            started_from = (f"the first failure of the {'top ' if lead is top else ''}cause ({lead.title}), "
+                            "as no alert start is known")
+    esc = escalation(severity, start, now, started_from=started_from)
     first_action = next((a["title"] for a in top.actions), "") if top else ""
     return Diagnosis(
         verdict=verdict, top_cause=top.key if top else UNKNOWN, causes=ranked, unexplained=unexplained,
@@ -238,6 +332,7 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5) -> 
                                            ("metrics", ev.durations or ev.failure_ratio is not None),
                                            ("alertmanager", ev.related_alerts)) if present],
         unavailable=dict(ev.unavailable), failure_ratio=ev.failure_ratio,
+        ratios=failure_ratios(ev, {c.key: c.failures for c in ranked}, today=today),
         asynq_version=ev.asynq_version, asynq_version_reason=ev.asynq_version_reason, revoked=ev.revoked,
     )
 
@@ -258,9 +353,8 @@ def _verdict(top: RankedCause | None, ranked: list[RankedCause], total: int, une
         return (f"Cause unknown: {total} failed task(s) match none of the known causes strongly; the largest "
                 f"group is {first.get('task_type', '?')}: \"{first.get('example_error', '?')[:120]}\"." + gaps)
     group = top.groups[0]
-    where = ", ".join(top.task_types[:3])
-    onset = {"new": " It started with this alert.", "chronic": " It was already failing before the alert."}.get(top.onset, "")
+    onset = f" {top.onset_text[0].upper()}{top.onset_text[1:]}." if top.onset != "unknown" and top.onset_text else ""
     second = next((c for c in ranked[1:] if c.failures), None)
     also = f" Second: {second.title} ({second.share * 100:.1f} %)." if second and second.share >= 0.1 else ""
-    return (f"{top.title}: {top.share * 100:.1f} % of failed tasks ({top.failures:,} of {total:,}) on {where}, "
-            f"e.g. \"{group['example_error'][:120]}\".{onset}{also}{gaps}")
+    return (f"{top.title}: {top.share * 100:.1f} % of failed tasks ({top.failures:,} of {total:,}) on "
+            f"{types_text(top.task_types)}, e.g. \"{group['example_error'][:120]}\".{onset}{also}{gaps}")

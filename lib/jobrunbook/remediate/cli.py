@@ -3,6 +3,8 @@
     jobrunbook remediate run --queue default --state retry --type email:send \\
         --error-contains "connection refused" --failed-since 1h          # dry run
     jobrunbook remediate run ... --confirm 42 --max-tasks 100             # acts
+    jobrunbook remediate run --cause dependency                           # every queue, retry and archived: the
+                                                                          # tasks the diagnosis counts for the cause
     jobrunbook remediate archive-all --queue default --state retry --confirm 55
     jobrunbook remediate clear-retry --queue default                      # archive retry, cap-checked
     jobrunbook remediate purge-archived --queue default --older-than-days 30
@@ -25,15 +27,16 @@ from jobrunbook._exceptions import ConfigError
 from jobrunbook._paths import absolute
 from jobrunbook.config_cli import add_source_flags, resolve_sources
 
-__all__ = ["add_arguments", "command"]
+__all__ = ["add_arguments", "command", "cause_plan"]
 _ACTIONS = {"run": "run", "archive": "archive", "delete": "delete",
             "run-all": "run", "archive-all": "archive", "delete-all": "delete",
             "clear-retry": "archive", "purge-archived": "delete", "blocking-ids": "delete"}
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, queue_required: bool = True) -> None:
     add_source_flags(p, "redis")
-    p.add_argument("--queue", "-q", required=True, help="asynq queue")
+    p.add_argument("--queue", "-q", required=queue_required,
+                   help="asynq queue" + ("" if queue_required else " (with --cause: default every queue)"))
     p.add_argument("--run-dir", type=absolute, default=None, help="run directory for audit.jsonl and exports/ "
                                                    "(default: a new outputs/manual-<UTC stamp>/)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -60,6 +63,9 @@ def _selection(p: argparse.ArgumentParser, *, state_only: bool = False) -> None:
     p.add_argument("--id", "-i", action="append", default=[], dest="ids", help="task id (repeatable)")
     p.add_argument("--type", "-t", dest="task_type", help="task type, e.g. email:send")
     p.add_argument("--fingerprint", help="error fingerprint (as `jobrunbook inspect` groups them)")
+    p.add_argument("--cause", help="the tasks of one cause of `jobrunbook diagnose` (its key: dependency, "
+                                   "rate_limit, ...), classified as the diagnosis does; across every queue unless "
+                                   "--queue, in retry and archived unless --state")
     p.add_argument("--error-contains", help="substring of the task's last error")
     p.add_argument("--failed-since", help="last failure at or after: 1h, 30m, 2d, ISO time or unix s")
     p.add_argument("--failed-before", help="last failure before: same forms")
@@ -69,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name in ("run", "archive", "delete"):
         p = sub.add_parser(name, help=f"{name} tasks by id or by filter")
-        _common(p), _selection(p), _acting(p)
+        _common(p, queue_required=False), _selection(p), _acting(p)
     for name in ("run-all", "archive-all", "delete-all"):
         p = sub.add_parser(name, help=f"{name.split('-')[0]} every task of one state, in batches")
         _common(p), _selection(p, state_only=True), _acting(p)
@@ -136,6 +142,11 @@ def command(args: argparse.Namespace) -> int:
                             max_tasks=args.max_tasks, command=cmdline)
         _print(args, res, json.dumps(res, default=str) + f"\naudit: {run_dir}/audit.jsonl")
         return 0
+    if action in ("run", "archive", "delete") and args.cause:
+        return _by_cause(args, client, src, run_dir, cmdline)
+    if not args.queue:
+        raise ConfigError("a queue is required", hint="--queue NAME (asynq:queues lists them), or --cause KEY "
+                                                      "for a cause's tasks across queues")
     flt_kw: dict = {"queue": args.queue}
     if action in ("run", "archive", "delete"):
         flt_kw.update(state=args.state, ids=tuple(args.ids), task_type=args.task_type, fingerprint=args.fingerprint,
@@ -174,4 +185,49 @@ def command(args: argparse.Namespace) -> int:
         res = watch_recovery(client, args.queue, duration_s=args.verify_for, interval_s=args.verify_interval)
         append_audit(run_dir, {"step": "verify", "command": cmdline, **res})
         print(f"verify {args.queue}: {res['reason']}; retry {res['retry_start']} -> {res['retry_end']}")
+    return 0
+
+
+def cause_plan(client, args: argparse.Namespace, *, run_dir: str | None = None, command: str = "",
+               archive_cap: int | None = None):
+    """The dry run (a ``PlanSet``) of ``jobrunbook remediate run|archive|delete --cause KEY ...`` as parsed."""
+    from jobrunbook.asynq import keys as K
+    from jobrunbook.diagnosis.causes import CAUSES_BY_KEY, check_cause_key
+    from jobrunbook.remediate.plan import cause_filters, plan_across
+    from jobrunbook.remediate.select import parse_when
+
+    if args.ids:
+        raise ConfigError("--cause selects tasks by their error; it does not combine with --id",
+                          hint="drop --id, or drop --cause and give --queue")
+    cause = check_cause_key(args.cause)
+    op = _ACTIONS[args.action]
+    narrower = {k: v for k, v in (("task_type", args.task_type), ("fingerprint", args.fingerprint),
+                                  ("error_contains", args.error_contains),
+                                  ("failed_since", parse_when(args.failed_since)),
+                                  ("failed_before", parse_when(args.failed_before))) if v is not None}
+    filters = cause_filters(client, op, cause=cause, queues=[args.queue] if args.queue else None,
+                            states=[args.state] if args.state else None, **narrower)
+    title = CAUSES_BY_KEY[cause].title if cause in CAUSES_BY_KEY else "no known cause"
+    return plan_across(client, op, filters, run_dir=run_dir, batch_size=args.batch_size, command=command,
+                       archive_cap=archive_cap or K.ARCHIVE_MAX_SIZE, what=f"cause {cause} ({title})")
+
+
+def _by_cause(args: argparse.Namespace, client, src, run_dir: str, cmdline: str) -> int:
+    """``--cause KEY``: the cause's tasks across queues and states, one dry run listing every group; acts on
+    all of them with ``--confirm`` the total."""
+    from jobrunbook.remediate.plan import execute_across, format_plans
+
+    plans = cause_plan(client, args, run_dir=run_dir, command=cmdline, archive_cap=src.settings.archive_max_size)
+    if args.confirm is None:
+        _print(args, plans.to_dict(), format_plans(plans) + f"\naudit: {run_dir}/audit.jsonl")
+        return 0
+    results = execute_across(client, plans, confirm=args.confirm, max_tasks=args.max_tasks, run_dir=run_dir,
+                             allow_archive_eviction=args.allow_archive_eviction, command=cmdline)
+    d = {"action": plans.action, "done": sum(r.done for r in results), "results": [r.to_dict() for r in results]}
+    lines = [f"{plans.action}: {d['done']} task(s) done of {plans.what}"]
+    for r in results:
+        f = r.plan.filter
+        lines.append(f"  {f.queue}/{f.state}: {r.done} done, skipped {r.skipped or 'none'}"
+                     + (f", export {r.export_path} (undo: jobrunbook restore {r.export_path})" if r.export_path else ""))
+    _print(args, d, "\n".join(lines) + f"\n  audit: {run_dir}/audit.jsonl")
     return 0

@@ -6,6 +6,10 @@
     print(format_plan(plan))             # count, sample, batches, asynq CLI equivalents; audited
     result = execute_remediation(client, plan, confirm=plan.count, max_tasks=1000, run_dir=run_dir)
 
+    plans = plan_across(client, "run", cause_filters(client, "run", cause="dependency"), run_dir=run_dir)
+    print(format_plans(plans))           # every queue, state, task type and fingerprint the cause holds
+    execute_across(client, plans, confirm=plans.count, max_tasks=1000, run_dir=run_dir)
+
 ``execute_remediation`` takes the queue's lock, selects again, refuses when
 the count moved by more than max(1, 2 %) from ``confirm`` or exceeds
 ``max_tasks``, refuses an archive that would push tasks out of asynq's
@@ -33,8 +37,9 @@ from jobrunbook.asynq.ops import MAX_BATCH, acquire_lock, apply_in_batches, cuto
 from jobrunbook.remediate.audit import actor, append_audit, export_path
 from jobrunbook.remediate.select import TaskFilter, select_tasks, state_counts
 
-__all__ = ["VALID_STATES", "Plan", "Result", "plan_remediation", "execute_remediation", "format_plan",
-           "confirm_margin", "check_queue", "cap_text"]
+__all__ = ["VALID_STATES", "FAILED_STATES", "Plan", "Result", "PlanSet", "plan_remediation", "execute_remediation",
+           "format_plan", "plan_across", "execute_across", "format_plans", "cause_filters", "confirm_margin",
+           "check_queue", "cap_text"]
 
 # the states each action may start from (asynq's scripts and CLI)
 VALID_STATES = {
@@ -42,6 +47,8 @@ VALID_STATES = {
     "archive": ("pending", "scheduled", "retry"),
     "delete": ("pending", "scheduled", "retry", "archived", "completed"),
 }
+# where failed tasks are (asynq has no state "failed")
+FAILED_STATES = ("retry", "archived")
 _CLI_ALL = {"run": "runall", "archive": "archiveall", "delete": "deleteall"}
 _CLI_ONE = {"run": "run", "archive": "archive", "delete": "delete"}
 
@@ -65,6 +72,7 @@ class Plan:
     undecodable: int = 0
     notes: list[str] = field(default_factory=list)
     archive_cap: int = K.ARCHIVE_MAX_SIZE
+    group_counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (task type, fingerprint) -> tasks
 
     @property
     def count(self) -> int:
@@ -80,9 +88,21 @@ class Plan:
             out[self.states[task_id]] = out.get(self.states[task_id], 0) + 1
         return out
 
+    @property
+    def others_in_state(self) -> int:
+        """Tasks of the same queue and state the filter leaves out (what asynq's whole-state CLI would also touch)."""
+        return max(0, self.counts_before.get(self.filter.state or "", 0) - self.count) if self.filter.state else 0
+
+    def groups(self) -> list[dict]:
+        """What the selection holds by task type and error fingerprint, most first (for a filter that read them)."""
+        rows = [{"queue": self.filter.queue, "state": self.filter.state, "task_type": t, "fingerprint": fp, "count": n}
+                for (t, fp), n in self.group_counts.items()]
+        return sorted(rows, key=lambda r: (-r["count"], r["task_type"], r["fingerprint"]))
+
     def asynq_commands(self, limit: int = 5) -> list[str]:
         q, f = self.filter.queue, self.filter
-        if f.whole_state and f.state in VALID_STATES[self.action]:
+        if f.state in VALID_STATES[self.action] and not f.ids and (f.whole_state or not self.others_in_state):
+            # the whole state, or a filter that happens to select every task of it: the same tasks
             return [f"asynq task {_CLI_ALL[self.action]} --queue={q} --state={f.state}"]
         cmds = [f"asynq task {_CLI_ONE[self.action]} --queue={q} --id={i}" for i in self.ids[:limit]]
         if self.count > limit:
@@ -94,7 +114,7 @@ class Plan:
                 "by_state": self.by_state_counts(), "batches": self.batches, "batch_size": self.batch_size,
                 "sample": self.sample, "counts_before": self.counts_before, "eviction": self.eviction,
                 "asynq_commands": self.asynq_commands(), "undecodable": self.undecodable, "notes": self.notes,
-                "archive_cap": self.archive_cap}
+                "archive_cap": self.archive_cap, "groups": self.groups()}
 
 
 @dataclass
@@ -190,7 +210,7 @@ def plan_remediation(client: redis.Redis, action: str, flt: TaskFilter, *, run_d
         now = int(clock.now()) if now is None else int(now)
         plan = Plan(action, flt, sel.ids, sel.states, list(sel.info.values()), counts,
                     batch_size=min(batch_size, MAX_BATCH), now=now, undecodable=sel.undecodable,
-                    archive_cap=archive_cap)
+                    archive_cap=archive_cap, group_counts=dict(sel.groups))
         if action == "archive":
             plan.eviction = _archive_eviction(client, flt.queue, sel.ids, now, cap=archive_cap)
         if sel.undecodable:
@@ -312,4 +332,144 @@ def format_plan(plan: Plan) -> str:
     lines.append("  asynq CLI equivalent:")
     lines += [f"    {c}" for c in plan.asynq_commands()]
     lines.append(f"  to act: add --confirm {plan.count}" + (" --allow-archive-eviction" if plan.eviction else ""))
+    return "\n".join(lines)
+
+
+# -- one remediation over several (queue, state) selections: a cause across queues and states ----------------
+
+@dataclass
+class PlanSet:
+    """The dry runs of one action over several selections (one ``Plan`` per queue and state that matched)."""
+
+    action: str
+    plans: list[Plan]
+    what: str  # what was asked, as the dry run says it: "cause dependency (Dependency failure)"
+    empty: list[str] = field(default_factory=list)  # "queue/state" selections that matched nothing
+
+    @property
+    def count(self) -> int:
+        return sum(p.count for p in self.plans)
+
+    def groups(self) -> list[dict]:
+        """Every (queue, state, task type, fingerprint) the selections hold, most first."""
+        rows = [r for p in self.plans for r in p.groups()]
+        return sorted(rows, key=lambda r: (-r["count"], r["queue"], r["state"], r["task_type"], r["fingerprint"]))
+
+    def to_dict(self) -> dict:
+        return {"action": self.action, "what": self.what, "count": self.count,
+                "by_queue_state": {f"{p.filter.queue}/{p.filter.state}": p.count for p in self.plans},
+                "groups": self.groups(), "empty": self.empty,
+                "asynq_commands": [c for p in self.plans for c in p.asynq_commands(limit=0)
+                                   if not c.startswith("#")],
+                "others_in_state": {f"{p.filter.queue}/{p.filter.state}": p.others_in_state for p in self.plans},
+                "plans": [p.to_dict() for p in self.plans]}
+
+
+def cause_filters(client: redis.Redis, action: str, *, cause: str, queues: list[str] | None = None,
+                  states: list[str] | None = None, **narrower) -> list[TaskFilter]:
+    """One ``TaskFilter`` per queue and state for the tasks of ``cause``: every queue in ``asynq:queues``
+    unless ``queues`` names some, the failed states ``action`` can start from unless ``states`` names some."""
+    if states:
+        for state in states:
+            if state not in VALID_STATES[action]:
+                raise RemediationRefused(f"{action} does not apply to {state} tasks "
+                                         f"(it takes {', '.join(VALID_STATES[action])})")
+    else:
+        states = [s for s in FAILED_STATES if s in VALID_STATES[action]]
+    if queues:
+        for q in queues:
+            check_queue(client, q)
+    else:
+        queues = sorted(q.decode("utf-8", "surrogateescape") for q in client.smembers(K.ALL_QUEUES))
+        if not queues:
+            raise NotFound(f"no queue in {K.ALL_QUEUES}: asynq's Redis holds no queue", hint="asynq queue ls")
+    return [TaskFilter(queue=q, state=s, cause=cause, **narrower) for q in queues for s in states]
+
+
+def plan_across(client: redis.Redis, action: str, filters: list[TaskFilter], *, run_dir: str | Path | None = None,
+                batch_size: int = MAX_BATCH, now: int | None = None, command: str = "", audit: bool = True,
+                archive_cap: int = K.ARCHIVE_MAX_SIZE, what: str = "") -> PlanSet:
+    """The dry run of ``action`` over every selection of ``filters``; the ones that match nothing are listed
+    in ``empty``. NotFound when none matches anything. One audit record for the whole set."""
+    now = int(clock.now()) if now is None else int(now)
+    plans, empty = [], []
+    for flt in filters:
+        try:
+            plans.append(plan_remediation(client, action, flt, batch_size=batch_size, now=now, audit=False,
+                                          archive_cap=archive_cap))
+        except NotFound:
+            empty.append(f"{flt.queue}/{flt.state}")
+    what = what or ", ".join(dict.fromkeys(f"{k} {v}" for f in filters for k, v in f.to_dict().items()
+                                           if k not in ("queue", "state")))
+    base = {"step": "plan", "dry_run": True, "command": command, "action": action,
+            "filter": {"queue": ",".join(dict.fromkeys(f.queue for f in filters)),
+                       "states": sorted({f.state for f in filters if f.state}), "what": what}}
+    if not plans:
+        message = f"no task matches {what or 'the filter'} in {', '.join(empty) or 'any queue'}"
+        if audit and run_dir is not None:
+            append_audit(run_dir, {**base, "error": message})
+        raise NotFound(message, hint="`jobrunbook diagnose` shows each cause's tasks; `jobrunbook remediate ls` lists tasks")
+    ps = PlanSet(action, plans, what, empty)
+    if audit and run_dir is not None:
+        append_audit(run_dir, {**base, "count": ps.count, "by_queue_state": ps.to_dict()["by_queue_state"],
+                               "groups": ps.groups()[:50]})
+    return ps
+
+
+def execute_across(client: redis.Redis, plans: PlanSet, *, confirm: int | None, max_tasks: int,
+                   run_dir: str | Path, allow_archive_eviction: bool = False, command: str = "") -> list[Result]:
+    """Act on every selection of ``plans`` in turn, each re-selected under its queue's lock (``execute_remediation``).
+
+    ``confirm`` is the total the dry run showed. A selection refused part-way leaves the ones before it done
+    (each in the audit log, each archive or delete exported first) and raises with what was done.
+    """
+    base = {"command": command, "action": plans.action, "filter": {"what": plans.what}, "dry_run": False}
+    if confirm is None or abs(plans.count - confirm) > confirm_margin(confirm):
+        message = (f"not confirmed: this was a dry run of {plans.count} task(s)" if confirm is None else
+                   f"--confirm {confirm} does not match: {plans.count} task(s) match now "
+                   f"(allowed difference {confirm_margin(confirm)})")
+        append_audit(run_dir, {"step": "refused", **base, "error": message})
+        raise RemediationRefused(message, hint=f"run the dry run again and re-run with --confirm {plans.count}")
+    if plans.count > max_tasks:
+        message = f"{plans.count} task(s) match, more than --max-tasks {max_tasks}"
+        append_audit(run_dir, {"step": "refused", **base, "error": message})
+        raise RemediationRefused(message, hint="narrow the filter (--queue, --type) or raise --max-tasks")
+    results: list[Result] = []
+    for plan in plans.plans:
+        try:
+            results.append(execute_remediation(client, plan, confirm=plan.count, max_tasks=max_tasks, run_dir=run_dir,
+                                               allow_archive_eviction=allow_archive_eviction, command=command))
+        except RemediationRefused as exc:
+            done = ", ".join(f"{r.plan.filter.queue}/{r.plan.filter.state} {r.done}" for r in results) or "nothing"
+            raise RemediationRefused(f"{plan.filter.queue}/{plan.filter.state}: {exc.message}; done before it: {done}",
+                                     hint=exc.hint) from None
+    return results
+
+
+def format_plans(plans: PlanSet) -> str:
+    """The dry run of a PlanSet: the total, each queue and state, each group, the asynq CLI where it is exact."""
+    queues = list(dict.fromkeys(p.filter.queue for p in plans.plans))
+    lines = [f"DRY RUN: {plans.action} {plans.count} task(s) of {plans.what} in {len(queues)} queue(s)",
+             "  by queue and state: " + ", ".join(f"{p.filter.queue}/{p.filter.state} {p.count}" for p in
+                                                  sorted(plans.plans, key=lambda p: -p.count))
+             + (f" (nothing in {', '.join(plans.empty)})" if plans.empty else ""),
+             "  tasks by group (queue, state, task type, error fingerprint):"]
+    lines += [f"    {r['count']:>6}  {r['queue']}/{r['state']}  {r['task_type']}  {r['fingerprint'][:120]}"
+              for r in plans.groups()]
+    for p in plans.plans:
+        if p.action == "archive":
+            lines.append(f"  archive {p.filter.queue}: {cap_text(p.archive_cap)}")
+        if p.eviction:
+            lines.append(f"  WARNING: {p.eviction['message']}")
+        lines += [f"  note {p.filter.queue}/{p.filter.state}: {n}" for n in p.notes]
+    lines.append("  asynq CLI equivalent:")
+    for p in plans.plans:
+        whole = p.asynq_commands(limit=0)
+        if whole and not whole[0].startswith("#") and p.action != "delete":
+            lines.append(f"    {whole[0]}")
+        else:
+            lines.append(f"    none for {p.filter.queue}/{p.filter.state}: it also holds {p.others_in_state} task(s) "
+                         "this selection leaves out, and asynq's CLI has no filter")
+    evict = any(p.eviction for p in plans.plans)
+    lines.append(f"  to act: add --confirm {plans.count}" + (" --allow-archive-eviction" if evict else ""))
     return "\n".join(lines)

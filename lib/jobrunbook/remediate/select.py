@@ -1,8 +1,9 @@
 """Which tasks a remediation acts on: a filter, and its selection read in server-side pages.
 
 A ``TaskFilter`` names a queue and either task ids or a state, plus optional
-task type, error fingerprint (``jobrunbook.fingerprint``), error substring and
-a failure window (``last_failed_at``). ``select_tasks`` reads the state's set
+task type, error fingerprint (``jobrunbook.fingerprint``), cause (the
+diagnosis's own classifier, ``diagnosis.causes.classify``, applied to each
+task's last error), error substring and a failure window (``last_failed_at``). ``select_tasks`` reads the state's set
 page by page (ZRANGE / LRANGE of ``PAGE`` ids, then the ``msg`` of that page
 in one pipeline), so no single Redis call is long, and keeps asynq's rank
 order so that a run over the selection leaves the pending list in the order
@@ -38,6 +39,7 @@ class TaskFilter:
     ids: tuple[str, ...] = ()
     task_type: str | None = None
     fingerprint: str | None = None
+    cause: str | None = None  # a cause key of the diagnosis ("dependency"), or "unknown"
     error_contains: str | None = None
     failed_since: int | None = None   # last_failed_at >= this (unix s)
     failed_before: int | None = None  # last_failed_at < this (unix s)
@@ -53,10 +55,14 @@ class TaskFilter:
                 raise ConfigError("asynq has no state 'failed': failed tasks are in retry or archived",
                                   hint="--state retry or --state archived")
             raise ConfigError(f"state {self.state!r} cannot be selected; one of {', '.join(SELECTABLE_STATES)}")
+        if self.cause is not None:
+            from jobrunbook.diagnosis.causes import check_cause_key
+
+            check_cause_key(self.cause)
 
     @property
     def needs_message(self) -> bool:
-        return any(v is not None for v in (self.task_type, self.fingerprint, self.error_contains,
+        return any(v is not None for v in (self.task_type, self.fingerprint, self.cause, self.error_contains,
                                            self.failed_since, self.failed_before))
 
     @property
@@ -74,6 +80,11 @@ class TaskFilter:
             return False
         if self.fingerprint is not None and fingerprint(msg.error_msg) != self.fingerprint:
             return False
+        if self.cause is not None:
+            from jobrunbook.diagnosis.causes import classify
+
+            if classify(msg.error_msg) != self.cause:
+                return False
         if self.error_contains is not None and self.error_contains not in msg.error_msg:
             return False
         if self.failed_since is not None and msg.last_failed_at < self.failed_since:
@@ -85,12 +96,23 @@ class TaskFilter:
 
 @dataclass
 class Selected:
-    """The selection: ids in asynq's order, each id's state, and a short description of each."""
+    """The selection: ids in asynq's order, each id's state, a short description of some, and how many
+    of each (task type, error fingerprint) it holds (when the filter read the messages)."""
 
     ids: list[str] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)
     info: dict[str, dict] = field(default_factory=dict)
     undecodable: int = 0
+    groups: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add(self, task_id: str, state: str, msg, score, sample: int, *, count: bool = True) -> None:
+        self.ids.append(task_id)
+        self.states[task_id] = state
+        if len(self.info) < sample:
+            self.info[task_id] = _describe(task_id, state, msg, score)
+        if count and msg is not None:
+            key = (msg.type, fingerprint(msg.error_msg))
+            self.groups[key] = self.groups.get(key, 0) + 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -131,10 +153,7 @@ def _select_ids(client: redis.Redis, flt: TaskFilter, sel: Selected, sample: int
         if flt.needs_message and not flt.matches(msg):
             continue
         if task_id not in sel.states:
-            sel.ids.append(task_id)
-            sel.states[task_id] = state
-            if len(sel.info) < sample:
-                sel.info[task_id] = _describe(task_id, state, msg, None)
+            sel.add(task_id, state, msg, None, sample)
 
 
 def select_tasks(client: redis.Redis, flt: TaskFilter, *, sample: int = 5, page: int = PAGE) -> Selected:
@@ -173,10 +192,7 @@ def select_tasks(client: redis.Redis, flt: TaskFilter, *, sample: int = 5, page:
                     continue
             if task_id in sel.states:
                 continue
-            sel.ids.append(task_id)
-            sel.states[task_id] = flt.state
-            if len(sel.info) < sample:
-                sel.info[task_id] = _describe(task_id, flt.state, msg, score)
+            sel.add(task_id, flt.state, msg, score, sample, count=flt.needs_message)
         if len(rows) < page:
             break
     return sel

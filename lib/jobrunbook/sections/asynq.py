@@ -32,7 +32,7 @@ def failing_task_types(ctx: Context) -> Section:
     from jobrunbook.asynq.connection import connect
     from jobrunbook.asynq.inspector import Inspector
     from jobrunbook.charts import daily_history_chart, failures_by_cause_chart, queue_depth_chart
-    from jobrunbook.diagnosis.causes import match_cause
+    from jobrunbook.diagnosis.causes import classify
 
     if not ctx.redis_url:
         return _finish(ctx, "02_asynq", Section("02_asynq", "No Redis URL configured (JOBRUNBOOK_REDIS_URL).",
@@ -55,12 +55,14 @@ def failing_task_types(ctx: Context) -> Section:
         return _finish(ctx, "02_asynq", _unreachable("02_asynq", "asynq's Redis", exc))
     records = agg.to_records()
     for r in records:
-        cause = match_cause(r["example_error"], r["fingerprint"])
-        r["cause"] = cause.key if cause else "unknown"
+        r["cause"] = classify(r["example_error"], r["fingerprint"])
     groups = pd.DataFrame(records, columns=["queue", "task_type", "cause", "count", "retry", "archived",
                                             "fingerprint", "first_failed_at_iso", "last_failed_at_iso", "example_ids",
-                                            "example_error", "first_failed_at", "last_failed_at"])
+                                            "example_error", "first_failed_at", "last_failed_at", "distinct_errors"])
     counts = pd.DataFrame([q.to_dict() for q in queues])
+    if not counts.empty:  # the queue with the most failed tasks first, in the table and the chart
+        counts = counts.assign(_failed=counts["retry"] + counts["archived"]).sort_values(
+            ["_failed", "queue"], ascending=[False, True], ignore_index=True).drop(columns="_failed")
     state_cols = ["queue", "pending", "active", "scheduled", "retry", "archived", "completed", "paused",
                   "processed_today", "failed_today"]
     daily = pd.DataFrame([{"queue": h.queue, "date": d.date, "processed": d.processed, "failed": d.failed}
@@ -79,7 +81,9 @@ def failing_task_types(ctx: Context) -> Section:
         captions["daily_history"] = ("asynq's own daily counters: a failed share (line) far above the days before "
                                      "means a new problem, a steady one a chronic one.")
     total = int(groups["count"].sum()) if not groups.empty else 0
-    by_type = groups.groupby(["queue", "task_type"])["count"].sum().sort_values(ascending=False) if total else None
+    by_type = (groups.groupby(["queue", "task_type"])["count"].sum().reset_index()
+               .sort_values(["count", "queue", "task_type"], ascending=[False, True, True])
+               .set_index(["queue", "task_type"])["count"] if total else None)
     if total:
         (q, t), n = next(iter(by_type.items()))
         reading = (f"{total} failed task(s) in retry and archived across {len(by_type)} task type(s); "
@@ -95,11 +99,12 @@ def failing_task_types(ctx: Context) -> Section:
     if repairs:
         reading += " Data health: " + "; ".join(f"{r['problem']} in {r['queue']} ({r['count']:,})" for r in repairs) + \
             " (repairs below, each a dry run first)."
-    shown = groups[["queue", "task_type", "cause", "count", "retry", "archived", "last_failed_at_iso",
-                    "example_error"]].head(20).rename(columns={"last_failed_at_iso": "last failed"})
+    shown = groups[["queue", "task_type", "cause", "count", "retry", "archived", "distinct_errors", "last_failed_at_iso",
+                    "example_error"]].head(20).rename(columns={"last_failed_at_iso": "last failed",
+                                                               "distinct_errors": "distinct errors"})
     shown["example_error"] = shown["example_error"].str.slice(0, 140)
     return _finish(ctx, "02_asynq", Section(
-        "02_asynq", reading, table=shown,
+        "02_asynq", reading, table=shown, kinds={"distinct errors": "count"},
         gaps=[] if agg.complete else [gap("asynq's Redis read in part", str(agg.incomplete_reason),
                                           f"jobrunbook inspect --redis-url {ctx.redis_url}")],
         tables={"Tasks per queue and state (asynq's own counts)": counts[[c for c in state_cols if c in counts.columns]],

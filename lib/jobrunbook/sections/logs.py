@@ -41,5 +41,6 @@ def read_worker_logs(ctx: Context, *, since: str | None = None) -> Section:
     return _finish(ctx, "01_logs", Section("01_logs", reading, table=groups[cols].head(15), findings={
         "groups": groups.drop(columns=[c for c in ("stack",) if c in groups.columns]).head(50),
         "panics": r.data["panics"], "lines": r.data["lines"], "truncated": r.data["truncated"],
-        "restarts": r.data["restarts"], "revoked": revoked, "asynq_versions": r.data.get("asynq_versions", []),
+        "restarts": r.data["restarts"], "from": r.data.get("from"), "started": r.data.get("started"),
+        "revoked": revoked, "asynq_versions": r.data.get("asynq_versions", []),
         "since": since}))

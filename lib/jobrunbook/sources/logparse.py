@@ -24,7 +24,7 @@ import pandas as pd
 from jobrunbook.fingerprint import fingerprint
 
 __all__ = ["EVENT_COLUMNS", "GROUP_COLUMNS", "PROBLEM_KINDS", "MAX_LINES", "MAX_LINE_CHARS", "parse_logfmt",
-           "parse_log_lines", "problem_events", "group_errors", "worker_restarts", "revoked_tasks", "asynq_versions"]
+           "parse_log_lines", "problem_events", "group_errors", "worker_restarts", "worker_started", "revoked_tasks", "asynq_versions"]
 
 MAX_LINES = 5000
 MAX_LINE_CHARS = 8192
@@ -284,3 +284,16 @@ def worker_restarts(events: pd.DataFrame) -> list[dict]:
                 out.append({"time": row.time.isoformat(), "graceful": exited})
             exited = False
     return out
+
+
+def worker_started(events: pd.DataFrame) -> dict:
+    """When the log read begins (``from``: its first timed line) and the worker's first start in it
+    (``started``: asynq's first "Starting processing"), as RFC 3339 UTC or None: the onset of a failure
+    that began with the worker is read against them."""
+    times = events["time"].dropna() if "time" in events.columns else pd.Series(dtype=object)
+    started = None
+    for row in events.itertuples(index=False):
+        if str(row.message or "").startswith("Starting processing") and row.time is not None and not pd.isna(row.time):
+            started = row.time.isoformat()
+            break
+    return {"from": times.min().isoformat() if len(times) else None, "started": started}

@@ -30,6 +30,7 @@ from jobrunbook.sources.logparse import (
     problem_events,
     revoked_tasks,
     worker_restarts,
+    worker_started,
 )
 from jobrunbook.sources.result import SourceResult
 
@@ -139,7 +140,8 @@ def collect_worker_logs(kind: str = "docker", *, since: str | None = "1h", tail:
     data: {"events": problem events (EVENT_COLUMNS), "groups": group_errors
     (GROUP_COLUMNS), "lines": lines parsed, "panics": n, "revoked": tasks
     revoked (asynq.RevokeTask: not failures), "asynq_versions": releases named
-    in stack traces, "truncated": bool, "bytes_read": n}.
+    in stack traces, "restarts": [{time, graceful}], "from": the first line's time, "started": the worker's
+    first start in the log, "truncated": bool, "bytes_read": n}.
     The file and command sources filter by ``since`` on the lines' own times.
     A timeout still parses what was read.
     """
@@ -168,6 +170,6 @@ def collect_worker_logs(kind: str = "docker", *, since: str | None = "1h", tail:
     raw.message = summary if raw.status == "timeout" else f"{summary} ({raw.message})"
     raw.data = {"events": problems, "groups": groups, "lines": len(events), "panics": panics,
                 "revoked": revoked, "asynq_versions": asynq_versions(raw_text),
-                "restarts": worker_restarts(events),
+                "restarts": worker_restarts(events), **worker_started(events),
                 "truncated": raw.data["truncated"], "bytes_read": raw.data["bytes_read"]}
     return raw
