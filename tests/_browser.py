@@ -84,18 +84,27 @@ LAYOUT_CHECKS = r"""(() => {
       if (nums.every((n, i) => n === i)) indexLike.push(first.join(','));
     }
   }
+  // content cut off by a scroll box of its own (the page's scrollWidth does not see it): what a reader misses
+  const clipped = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const ox = getComputedStyle(el).overflowX;
+    if (ox !== 'visible' && el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) {
+      clipped.push({tag: el.tagName.toLowerCase(), table: !!el.querySelector('table'),
+                    by: el.scrollWidth - el.clientWidth, text: el.innerText.trim().slice(0, 80)});
+    }
+  }
   const states = {};
   for (const td of document.querySelectorAll('nav.toc td[data-state]')) {
     states[td.parentElement.cells[0].innerText.trim()] = td.dataset.state;
   }
-  return {broken, indexLike, decimals: document.body.innerText.match(/\d+\.\d{4,}/g) || [], states};
+  return {broken, indexLike, clipped, decimals: document.body.innerText.match(/\d+\.\d{4,}/g) || [], states};
 })()"""
 
 
 def open_report(path: Path, *, width: int = 1280, screenshot: str | None = None) -> dict:
     """Load ``path`` offline at ``width`` px; return images, scrollWidth, requested URLs, verdict title, text,
-    and ``layout`` (LAYOUT_CHECKS: cells broken inside a word, index-like first columns, long decimals,
-    the section table's states)."""
+    and ``layout`` (LAYOUT_CHECKS: cells broken inside a word, index-like first columns, boxes whose content is
+    cut off, long decimals, the section table's states)."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     assert binary, "Debian package chromium is needed (apt-get install -y --no-install-recommends chromium)"
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:

@@ -170,6 +170,11 @@ def test_demo_report_shows_onset_both_ratios_and_the_escalation_clock(demo_runs,
     assert esc["started_from"] == "the alert's startsAt"
     assert esc["started_at_utc"][:16] == info["onset"][:16].replace("T", " ")  # the demo's alert fires at its onset
     assert "counted from the alert's startsAt" in page and esc["remaining"] in page
+    # "Do now" links where its claim is proved: a remediation to its dry run, a check to the diagnosis
+    do_now = page[page.index("Do now"):page.index("Escalation Deadline")]
+    first = next(a for a in diag["diagnosis"]["causes"][0]["actions"] if a["commands"])
+    label = "(its dry run: section 06)" if first["changes_state"] else "(why: section 05)"
+    assert label in do_now and "(dry runs)" not in do_now, do_now[:300]
 
 
 @pytest.mark.parametrize("scenario", sorted(DB_DOWN))
@@ -200,6 +205,10 @@ def test_demo_report_reads_cleanly_in_chromium(demo_runs, scenario, width):
     layout = page["layout"]
     assert layout["broken"] == [], f"cells broken inside a word at {width} px: {layout['broken'][:5]}"
     assert layout["indexLike"] == [], f"a table whose first column is a bare row index: {layout['indexLike']}"
+    if width >= 1280:  # at a laptop's width every table fits whole; narrower, a wide table may scroll in its box
+        assert layout["clipped"] == [], f"content cut off at {width} px: {layout['clipped'][:3]}"
+    else:
+        assert all(c["table"] for c in layout["clipped"]), f"content cut off at {width} px: {layout['clipped'][:3]}"
     assert layout["decimals"] == [], f"numbers with more than 3 decimals: {layout['decimals'][:5]}"
     assert layout["states"] == {n: s["state"] for n, s in status["sections"].items()}
     text = page["text"]

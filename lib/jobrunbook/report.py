@@ -105,7 +105,8 @@ def normalise_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
         for a in c.get("actions") if isinstance(c.get("actions"), list) else []:
             a = a if isinstance(a, Mapping) else {"title": a}
             actions.append({"title": _text(a.get("title"), 700),
-                            "command": str(a.get("command") or "")[:2000]})
+                            "command": str(a.get("command") or "")[:2000],
+                            "changes_state": a.get("changes_state") is True})
         share = c.get("share") if isinstance(c.get("share"), int | float) else None
         level = c.get("level") if isinstance(c.get("level"), str) and c.get("level") else None
         causes.append({"key": _text(c.get("key"), 40) if c.get("key") else "", "name": _text(c.get("name"), 200),

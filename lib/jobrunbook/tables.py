@@ -202,7 +202,10 @@ def render_table(frame: Any, *, kinds: Mapping[str, str] | None = None, caption:
         cells = []
         for col, value in zip(columns, record, strict=True):
             cell = {"text": format_value(value, col["kind"], now=now), "kind": col["kind"], "title": ""}
-            if col["kind"] == "cause" and not _missing(value):
+            if col["kind"] == "time" and not _missing(value) and (t := _as_datetime(value)) is not None:
+                # the timestamp and its age each stay whole; the age may go to a second line in a narrow column
+                cell["text"], cell["sub"] = format_time(t), f"({relative_age(t, now)})"
+            elif col["kind"] == "cause" and not _missing(value):
                 cell["cause"] = _CLASS.sub("-", str(value).lower().replace("_", "-"))
                 cell["title"] = str(value)
             elif col["kind"] == "text" and isinstance(value, str) and len(value) > MAX_TEXT:

@@ -135,10 +135,11 @@ ACTIONS: dict[str, Action] = {a.key: a for a in (
            ("kubectl describe pods -n {namespace} -l app={deployment} | grep -iA3 'last state'",
             "docker inspect {container} --format '{{{{.State.OOMKilled}}}}'")),
     Action("check_postgres", "Check the Postgres the tasks dial",
-           ("pg_isready -h {pg_host} -p {pg_port}",
-            "docker exec -it postgres pg_isready")),
-    Action("restart_postgres", "If Postgres is down, restart it (runbook: fix the dependency)",
-           ("docker restart postgres",), changes_state=True),
+           ("pg_isready -h {pg_host} -p {pg_port}",)),
+    # how that Postgres runs (a container, a managed service, a host) is not known here: no command is guessed
+    Action("restart_postgres", "If Postgres is down, bring it back where it runs (runbook: fix the dependency)",
+           note="The runbook's Docker setup restarts it with `docker restart postgres`; restart it the way this "
+                "Postgres is run, then check it again with pg_isready."),
     Action("check_address", "Check that the addresses the tasks dial answer",
            ("nc -z -w 3 {item} && echo open || echo closed",), each="addresses"),
     Action("pg_connections", "See who holds Postgres connections",

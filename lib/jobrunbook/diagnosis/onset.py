@@ -20,7 +20,7 @@ from statistics import median
 from jobrunbook.diagnosis.escalation import format_delta
 from jobrunbook.diagnosis.evidence import Evidence
 
-__all__ = ["Onset", "cause_onset", "NEW_WINDOW_S", "AT_RESTART_S", "week_of"]
+__all__ = ["Onset", "cause_onset", "onset_brief", "NEW_WINDOW_S", "AT_RESTART_S", "week_of"]
 
 # an error group first seen less than this before the alert started is "new"
 NEW_WINDOW_S = 30 * 60
@@ -74,6 +74,11 @@ def week_of(ev: Evidence, queues: list[str], today: str | None = None) -> dict |
     return {"today": newest, "today_ratio": now[1] / now[0] if now[0] else None,
             "days": len(before), "failing_days": sum(1 for _, pf in before if pf[1] > 0),
             "median_ratio": median(pf[1] / pf[0] for _, pf in before) if before else None}
+
+
+def onset_brief(text: str) -> str:
+    """The onset for a headline: its first clause, without the week's counters (said in full beside it)."""
+    return text.split("; ", 1)[0]
 
 
 def _week_text(week: dict | None, queues: list[str]) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from jobrunbook.diagnosis.commands import render_actions
 from jobrunbook.diagnosis.endpoints import health_checks, named_endpoints, postgres_address
 from jobrunbook.diagnosis.escalation import checklist, escalation, incident_update
 from jobrunbook.diagnosis.evidence import ErrorGroup, Evidence
-from jobrunbook.diagnosis.onset import NEW_WINDOW_S, cause_onset
+from jobrunbook.diagnosis.onset import NEW_WINDOW_S, cause_onset, onset_brief
 from jobrunbook.diagnosis.ratios import failure_ratios
 
 __all__ = ["diagnose", "RankedCause", "Diagnosis", "NEW_WINDOW_S", "by_count", "types_text"]
@@ -353,7 +353,8 @@ def _verdict(top: RankedCause | None, ranked: list[RankedCause], total: int, une
         return (f"Cause unknown: {total} failed task(s) match none of the known causes strongly; the largest "
                 f"group is {first.get('task_type', '?')}: \"{first.get('example_error', '?')[:120]}\"." + gaps)
     group = top.groups[0]
-    onset = f" {top.onset_text[0].upper()}{top.onset_text[1:]}." if top.onset != "unknown" and top.onset_text else ""
+    brief = onset_brief(top.onset_text)
+    onset = f" {brief[0].upper()}{brief[1:]}." if top.onset != "unknown" and brief else ""
     second = next((c for c in ranked[1:] if c.failures), None)
     also = f" Second: {second.title} ({second.share * 100:.1f} %)." if second and second.share >= 0.1 else ""
     return (f"{top.title}: {top.share * 100:.1f} % of failed tasks ({top.failures:,} of {total:,}) on "

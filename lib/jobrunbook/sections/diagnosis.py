@@ -47,7 +47,8 @@ def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -
                       + c.evidence + [f"against: {x}" for x in c.contradictions]
                       + ([f"asynq {d.asynq_version}: {c.version_note}"] if c.version_note else []),
                       "actions": [{"title": a["title"] + (f" ({a['note']})" if a["note"] else ""),
-                                   "command": "\n".join(a["commands"])} for a in c.actions]}
+                                   "command": "\n".join(a["commands"]),
+                                   "changes_state": bool(a.get("changes_state"))} for a in c.actions]}
                      for c in causes]
     alert = by_key.get("alert") or {}
     source = (alert.get("failure_ratio_source") if alert.get("failure_ratio") is not None else
