@@ -46,13 +46,16 @@ def test_capture_sequence_queues_one_run_per_firing_alert(accept_only):
     # Alertmanager re-sends the same group (pretty-printed this time): nothing new
     r = srv.post(fixture_bytes("firing-critical-grouped.json"))
     assert r.json()["queued"] == [] and r.json()["deduplicated"] == 3
-    # a firing group holding 2 stale resolved alerts: only its firing alerts queue runs
+    # a firing group holding 2 stale resolved alerts: only its firing alerts are recorded; the warning for
+    # default/email:send fired again while its critical's run is open: linked to that run, not run again
     r = srv.post(fixture_bytes("firing-mixed-with-resolved.json"))
     body = r.json()
-    assert len(body["queued"]) == 2 and body["resolved_unmatched"] == 2
-    new = [store.get(i) for i in body["queued"]]
-    assert sorted((x["queue"], x["task_type"], x["starts_at"]) for x in new) == [
-        ("default", "email:send", "2026-11-29T18:32:51.292Z"), ("priority", "email:send", "2026-11-29T18:33:59.292Z")]
+    assert len(body["queued"]) == 1 and body["resolved_unmatched"] == 2
+    new = store.get(body["queued"][0])
+    assert (new["queue"], new["task_type"], new["starts_at"]) == ("priority", "email:send", "2026-11-29T18:33:59.292Z")
+    [(covered, critical)] = body["covered"].items()
+    assert critical == crit[("default", "email:send")]["id"]
+    assert store.get(int(covered))["state"] == "linked" and store.get(int(covered))["linked_to"] == critical
     # max_alerts truncation: the 2 alerts sent are new episodes (new startsAt); truncatedAlerts is reported
     r = srv.post(fixture_bytes("firing-critical-truncated-max_alerts-2.json"))
     assert r.json()["truncated"] == 1 and len(r.json()["queued"]) == 2
@@ -67,7 +70,8 @@ def test_capture_sequence_queues_one_run_per_firing_alert(accept_only):
     assert 'jobrunbook_webhook_alerts_received_total{status="resolved"} 8.0' in metrics
     assert "jobrunbook_webhook_alerts_deduplicated_total 3.0" in metrics
     assert "jobrunbook_webhook_alerts_truncated_total 1.0" in metrics
-    assert "jobrunbook_queue_depth 8.0" in metrics
+    assert "jobrunbook_queue_depth 7.0" in metrics
+    assert "jobrunbook_alerts_linked 1.0" in metrics
 
 
 def test_other_alertnames_are_accepted_ignored_and_counted(accept_only):
