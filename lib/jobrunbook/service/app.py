@@ -29,6 +29,7 @@ import os
 import queue
 import stat
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -170,6 +171,7 @@ def create_app(*, store: Any, worker: Any | None, outputs_dir: str | Path, token
     metrics = metrics or ServiceMetrics()
     metrics.watch_store(store)
     acceptor = Acceptor(store, policy)
+    full_said = [-1e9]  # when the full queue was last logged
     reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobrunbook-read")
 
     async def read(fn, *args, **kwargs):
@@ -245,7 +247,8 @@ def create_app(*, store: Any, worker: Any | None, outputs_dir: str | Path, token
                           ("queue_full", done.queue_full), ("linked", len(done.covered))):
             if n:
                 metrics.ignored.labels(reason).inc(n)
-        if done.queue_full or done.displaced:
+        if (done.queue_full or done.displaced) and time.monotonic() - full_said[0] > 60:  # once a minute in a storm
+            full_said[0] = time.monotonic()
             log.warning("the run queue is full (--max-queued %s): %d alert(s) capped, %d queued warning(s) left for a "
                         "critical", max_queued, done.queue_full, len(done.displaced))
         if hook.truncatedAlerts:

@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease", type=float, default=60.0,
                    help="seconds a worker holds a run without renewing it; a replica killed mid-run has its run "
                         "taken over after this (default 60; renewed every lease/5)")
+    p.add_argument("--replica-name", default=None,
+                   help="this replica's name in the run leases (default: the host name; replicas sharing one host "
+                        "and one Postgres store may share it: a dead worker of the same name is seen at once)")
     p.add_argument("--group-window", type=float, default=3600.0, help="seconds (default 3600)")
     p.add_argument("--ratio-window", default="5m", help="rate window for the failure ratio at resolve (default 5m)")
     p.add_argument("--public-url", default=env("JOBRUNBOOK_PUBLIC_URL", ""),
@@ -142,7 +145,7 @@ def build_worker(args: argparse.Namespace, runner=None, environ: dict[str, str] 
     ratio = prometheus_ratio(prom, window=args.ratio_window) if prom else None
     worker = Worker(store, runner, outputs_dir=outputs, config=sources.config, env=sources.env,
                     target=sources.target, concurrency=args.concurrency, notifier=notifier,
-                    public_url=args.public_url, ratio_fn=ratio, lease=args.lease)
+                    public_url=args.public_url, ratio_fn=ratio, lease=args.lease, replica=args.replica_name)
 
     def cleanup() -> None:
         if notifier is not None:

@@ -42,7 +42,7 @@ from jobrunbook._urls import redact_url
 from jobrunbook.webhook import Alert, Webhook, alert_key, parse_time
 
 __all__ = ["Store", "SqliteStore", "PostgresStore", "StoreError", "AcceptPolicy", "Accepted", "Job", "STORE_NAME",
-           "STORE_ENV", "open_store", "iso", "priority_of", "make_owner", "OPEN_STATES", "RUN_STATES"]
+           "STORE_ENV", "open_store", "iso", "priority_of", "make_owner", "replica_name", "OPEN_STATES", "RUN_STATES"]
 
 STORE_NAME = ".jobrunbook-service.sqlite3"
 STORE_ENV = "JOBRUNBOOK_STORE"  # postgresql://... (may hold a password: read from the environment only)
@@ -110,9 +110,14 @@ def priority_of(severity: str) -> int:
     return _PRIORITY.get(severity, 2)
 
 
-def make_owner() -> str:
-    """``host:pid:token``: who holds a lease; a worker on the same host can tell whether that pid is alive."""
-    return f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def replica_name(name: str | None = None) -> str:
+    """This replica's name in leases: ``name`` (``--replica-name``), else the host name."""
+    return (name or socket.gethostname()).replace(":", "_")[:100]
+
+
+def make_owner(name: str | None = None) -> str:
+    """``replica:pid:token``: who holds a lease; a worker of the same replica can tell whether that pid is alive."""
+    return f"{replica_name(name)}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -476,10 +481,10 @@ class _SqlStore:
                           "close_state = 'closing')", (owner, *ids))
         return {r["id"] for r in held}
 
-    def expire_dead_owners(self) -> int:
-        """Leases held by a process of this host that is gone (``kill -9``, a crash): expired now, not in a lease's
-        time. Owners on other hosts are left to their lease."""
-        host = socket.gethostname()[:100]
+    def expire_dead_owners(self, name: str | None = None) -> int:
+        """Leases held by a process of this replica (``name``: this host's) that is gone (``kill -9``, a crash):
+        expired now, not in a lease's time. Other replicas' are left to their lease."""
+        host = replica_name(name)
         with self._tx() as db:
             rows = db.all("SELECT id, owner FROM alerts WHERE (state = 'running' OR close_state = 'closing') AND "
                           "owner LIKE ?", (f"{host}:%",))

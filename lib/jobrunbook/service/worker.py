@@ -146,7 +146,7 @@ class Worker:
                  env: Mapping[str, str] | None = None, target: str | None = None, concurrency: int = 2,
                  notifier: Any = None, public_url: str = "", ratio_fn: RatioFn | None = None,
                  thresholds: Mapping[str, float] = THRESHOLDS, max_attempts: int = 3, lease: float = 60.0,
-                 poll: float = 0.5) -> None:
+                 poll: float = 0.5, replica: str | None = None) -> None:
         self.store, self.runner = store, runner
         self.outputs_dir = Path(outputs_dir).resolve()
         from jobrunbook.config import load_config
@@ -159,7 +159,8 @@ class Worker:
         self.public_url = public_url.rstrip("/")
         self.ratio_fn, self.thresholds, self.max_attempts = ratio_fn, dict(thresholds), max_attempts
         self.lease, self.poll = float(lease), float(poll)
-        self.owner = make_owner()
+        self.replica = replica  # None: this host's name
+        self.owner = make_owner(replica)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -170,7 +171,7 @@ class Worker:
 
     def start(self) -> Worker:
         try:
-            expired = self.store.expire_dead_owners()
+            expired = self.store.expire_dead_owners(self.replica)
             if expired:
                 log.warning("%d run(s) held by a process that is gone: taken over now", expired)
         except Exception:  # noqa: BLE001 - the heartbeat tries again
@@ -207,7 +208,7 @@ class Worker:
                 ids = set(self._held)
             try:
                 held = self.store.heartbeat(self.owner, ids, lease=self.lease)
-                self.store.expire_dead_owners()
+                self.store.expire_dead_owners(self.replica)
             except Exception:  # noqa: BLE001 - the next beat tries again; a lease outlives a few misses
                 log.exception("cannot renew this worker's leases")
                 continue
