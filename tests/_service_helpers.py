@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -76,6 +77,17 @@ def make_service(outputs: Path, *, runner=None, notebooks: Path = TRIVIAL, concu
     app = create_app(store=store, worker=w, outputs_dir=outputs, token=TOKEN, served=served, metrics=metrics,
                      max_runs_per_group=max_runs_per_group, group_window=group_window, max_queued=max_queued)
     return app, store, w
+
+
+@contextmanager
+def accept_only(outputs: Path, **kw):
+    """(server, store): the receiver on a real uvicorn with no worker: what the queue holds after each POST."""
+    app, store, _ = make_service(outputs, worker=False, **kw)
+    srv = ServerThread(app)
+    try:
+        yield srv, store
+    finally:
+        srv.stop()
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):

@@ -10,17 +10,15 @@ import sys
 
 import pytest
 import requests
-from _service_helpers import AUTH, ROOT, ServerThread, fixture_json, make_service
+from _service_helpers import accept_only, AUTH, ROOT, ServerThread, fixture_json, make_service
 from jobrunbook.findings import RUN_DIR_ENV
 from jobrunbook.service.cli import is_loopback
 
 
 @pytest.fixture(scope="module")
 def receiver(tmp_path_factory):
-    app, store, _ = make_service(tmp_path_factory.mktemp("outputs"), worker=False)
-    srv = ServerThread(app)
-    yield srv, store
-    srv.stop()
+    with accept_only(tmp_path_factory.mktemp("outputs")) as pair:
+        yield pair
 
 
 def _with_label(value: str) -> bytes:
