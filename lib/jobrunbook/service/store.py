@@ -218,6 +218,16 @@ class _Db:
         return self.cur.rowcount
 
 
+class _Batch:
+    """One accept transaction: its connection, the policy, the time, and the queued count once read (kept up to
+    date by the batch itself: accepts are serial)."""
+
+    def __init__(self, db: _Db, policy: AcceptPolicy, now: datetime) -> None:
+        self.db, self.policy, self.now = db, policy, now
+        self.now_iso, self.since_iso = iso(now), iso(now - policy.window)
+        self.queued: int | None = None
+
+
 class _SqlStore:
     """The queue's logic, written once; a backend gives connections, transactions and its SQL dialect."""
 
@@ -318,50 +328,51 @@ class _SqlStore:
         return out
 
     def accept_batch(self, hooks: Sequence[Webhook], policy: AcceptPolicy) -> list[Accepted | BaseException]:
-        """Several webhooks in one transaction (one durable write); each in a savepoint: one that fails (its
-        exception in its place) leaves the others committed."""
-        now = self.clock()
-        results: list[Accepted | BaseException] = []
-        with self._tx("serial") as db:
-            for n, hook in enumerate(hooks):
-                db.run(f"SAVEPOINT hook{n}")
-                try:
-                    results.append(self._accept_one(db, hook, policy, now))
-                except self.errors + (ValueError, TypeError) as exc:  # noqa: PERF203 - one hook, not the batch
-                    db.run(f"ROLLBACK TO SAVEPOINT hook{n}")
-                    results.append(StoreError(f"{type(exc).__name__}: {str(exc)[:200]}"))
-                db.run(f"RELEASE SAVEPOINT hook{n}")
-        return results
+        """Several webhooks in one transaction (one durable write). Should one of them fail, the batch is rolled
+        back and each is written on its own: the failing one gets its exception in its place, the others commit."""
+        try:
+            with self._tx("serial") as db:
+                batch = _Batch(db, policy, self.clock())
+                return [self._accept_one(batch, hook) for hook in hooks]
+        except (StoreError, ValueError, TypeError) as exc:
+            if len(hooks) == 1:
+                return [exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {str(exc)[:200]}")]
+        return [self.accept_batch([hook], policy)[0] for hook in hooks]
 
-    def _accept_one(self, db: _Db, hook: Webhook, policy: AcceptPolicy, now: datetime) -> Accepted:
+    def _accept_one(self, b: _Batch, hook: Webhook) -> Accepted:
         out = Accepted()
         for alert in hook.alerts:
-            if alert.alertname not in policy.served:
+            if alert.alertname not in b.policy.served:
                 out.ignored += 1
             elif alert.status == "firing":
-                self._accept_firing(db, alert, hook.groupKey, now, policy, out)
+                self._accept_firing(b, alert, hook.groupKey, out)
             else:
-                self._accept_resolved(db, alert, now, out)
+                self._accept_resolved(b, alert, out)
         return out
 
-    def _admit(self, db: _Db, priority: int, policy: AcceptPolicy, out: Accepted) -> bool:
+    def _admit(self, b: _Batch, priority: int, out: Accepted) -> bool:
         """Room for one more queued run of ``priority``: under the global cap, or by capping the newest queued
         run of a lower priority (a critical never waits behind warnings)."""
-        if policy.max_queued is None:
+        if b.policy.max_queued is None:
             return True
-        if db.one("SELECT COUNT(*) AS n FROM alerts WHERE state = 'queued'")["n"] < policy.max_queued:
+        if b.queued is None:
+            b.queued = b.db.one("SELECT COUNT(*) AS n FROM alerts WHERE state = 'queued'")["n"]
+        if b.queued < b.policy.max_queued:
+            b.queued += 1
             return True
-        victim = db.one("SELECT id FROM alerts WHERE state = 'queued' AND priority > ? ORDER BY priority DESC, "
-                        "id DESC LIMIT 1", (priority,))
+        if priority >= 2:
+            return False  # nothing is of lower priority
+        victim = b.db.one("SELECT id FROM alerts WHERE state = 'queued' AND priority > ? ORDER BY priority DESC, "
+                          "id DESC LIMIT 1", (priority,))
         if victim is None:
             return False
-        db.run("UPDATE alerts SET state = 'capped', cap_reason = 'queue', error = 'the queue was full: left for a "
-               "higher-severity alert (runs when re-sent with room)' WHERE id = ?", (victim["id"],))
+        b.db.run("UPDATE alerts SET state = 'capped', cap_reason = 'queue', error = 'the queue was full: left for a "
+                 "higher-severity alert (runs when re-sent with room)' WHERE id = ?", (victim["id"],))
         out.displaced.append(victim["id"])
         return True
 
-    def _accept_firing(self, db: _Db, alert: Alert, group_key: str, now: datetime, policy: AcceptPolicy,
-                       out: Accepted) -> None:
+    def _accept_firing(self, b: _Batch, alert: Alert, group_key: str, out: Accepted) -> None:
+        db, policy = b.db, b.policy
         labels = alert.labels
         severity = labels.get("severity", "")
         priority = priority_of(severity)
@@ -369,27 +380,26 @@ class _SqlStore:
         known = db.one("SELECT id, state, cap_reason FROM alerts WHERE key = ?", (key,))
         if known is not None:
             # capped only because the queue was full: a re-send that finds room now runs it
-            if known["state"] == "capped" and known["cap_reason"] == "queue" and self._admit(db, priority, policy, out):
+            if known["state"] == "capped" and known["cap_reason"] == "queue" and self._admit(b, priority, out):
                 db.run("UPDATE alerts SET state = 'queued', cap_reason = NULL, error = NULL, received_at = ? "
-                       "WHERE id = ?", (iso(now), known["id"]))
+                       "WHERE id = ?", (b.now_iso, known["id"]))
                 out.queued.append(known["id"])
             else:
                 out.deduplicated += 1
             return
         ghash, lkey = _sha(group_key), link_key(labels)
         state, cap_reason, linked = "queued", None, None
-        recent = db.one("SELECT COUNT(*) AS n FROM alerts WHERE group_hash = ? AND received_at >= ? AND state IN "
-                        f"{RUN_STATES!r}", (ghash, iso(now - policy.window)))["n"]
         if severity == "warning":
             # its critical's run (open, or ended within the window) already covers it: recorded and linked, not run
             crit = db.one("SELECT id FROM alerts WHERE link_key = ? AND severity = 'critical' AND state IN "
                           f"{RUN_STATES!r} AND (resolved_at IS NULL OR resolved_at >= ?) ORDER BY id DESC LIMIT 1",
-                          (lkey, iso(now - policy.window)))
+                          (lkey, b.since_iso))
             if crit is not None:
                 state, linked = "linked", crit["id"]
-        if state == "queued" and recent >= policy.max_per_group:
+        if state == "queued" and db.one("SELECT COUNT(*) AS n FROM alerts WHERE group_hash = ? AND received_at >= ? "
+                                        f"AND state IN {RUN_STATES!r}", (ghash, b.since_iso))["n"] >= policy.max_per_group:
             state, cap_reason = "capped", "group"
-        if state == "queued" and not self._admit(db, priority, policy, out):
+        if state == "queued" and not self._admit(b, priority, out):
             state, cap_reason = "capped", "queue"
         if state == "queued" and severity == "critical":
             warn = db.one("SELECT id FROM alerts WHERE link_key = ? AND severity = 'warning' AND resolved_at IS NULL "
@@ -401,7 +411,7 @@ class _SqlStore:
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (key, alert.fingerprint.lower(), alert.startsAt, _col(alert.alertname), _col(severity),
              _col(labels.get("queue", "")), _col(labels.get("task_type", "")), _col(group_key),
-             json.dumps(alert.as_dict(), ensure_ascii=False), state, linked, iso(now), priority,
+             json.dumps(alert.as_dict(), ensure_ascii=False), state, linked, b.now_iso, priority,
              _norm_time(alert.startsAt), cap_reason, ghash, lkey))
         new_id = row["id"]
         if state == "capped":
@@ -414,12 +424,12 @@ class _SqlStore:
             if linked is not None:
                 out.linked[new_id] = linked
 
-    def _accept_resolved(self, db: _Db, alert: Alert, now: datetime, out: Accepted) -> None:
+    def _accept_resolved(self, b: _Batch, alert: Alert, out: Accepted) -> None:
         """Closes every open row of this fingerprint whose startsAt is not later than the resolved one's (the
         same episode, and earlier ones whose resolved notification never came)."""
         starts = _norm_time(alert.startsAt)
-        rows = db.all("SELECT id, state, resolved_at, starts_at FROM alerts WHERE fingerprint = ? AND starts_norm <= ?",
-                      (alert.fingerprint.lower(), starts))
+        rows = b.db.all("SELECT id, state, resolved_at, starts_at FROM alerts WHERE fingerprint = ? AND "
+                        "starts_norm <= ?", (alert.fingerprint.lower(), starts))
         if not rows:
             out.resolved_unmatched += 1
             return
@@ -427,14 +437,14 @@ class _SqlStore:
         if not still_open:
             out.resolved_duplicate += 1
             return
-        ends = parse_time(alert.endsAt) or now
+        ends = parse_time(alert.endsAt) or b.now
         body = json.dumps(alert.as_dict(), ensure_ascii=False)
         for row in still_open:
             began = parse_time(row["starts_at"])
             ttr = round((ends - began).total_seconds(), 3) if began else None
             close = "pending" if row["state"] in RUN_STATES else None  # capped / linked: nothing to close
-            db.run("UPDATE alerts SET resolved_at = ?, time_to_resolve_s = ?, resolved_json = ?, close_state = ? "
-                   "WHERE id = ?", (iso(ends), ttr, body, close, row["id"]))
+            b.db.run("UPDATE alerts SET resolved_at = ?, time_to_resolve_s = ?, resolved_json = ?, close_state = ? "
+                     "WHERE id = ?", (iso(ends), ttr, body, close, row["id"]))
             out.resolved.append(row["id"])
 
     # -- the worker side --------------------------------------------------------------------------
