@@ -1,13 +1,16 @@
-"""The background executor: takes accepted alerts from the store and runs them, N at a time.
+"""The executor: takes accepted alerts from the store and runs them, N at a time, each under a lease.
 
+``jobrunbook serve`` runs it in a worker process of its own at a lower CPU
+priority (``process.WorkerProcess``); tests may run it in their own process.
 The run engine is injected: ``runner(params, alert, on_run_id, env) -> run``
 where ``run`` has ``run_id``, ``run_dir``, ``state`` (done | failed),
 ``verdict`` and ``duration_s`` (``jobrunbook.run.Run`` does);
 ``on_run_id(run_id)`` is called as soon as the run directory exists, so an
-interrupted run can be found after a restart; ``env`` holds the secrets the
-kernels need for the alert's target. Each alert's sources are the settings
-its labels choose in the service's configuration (``config.settings_for``). ``engine_runner(...)`` builds the default, the real
-``execute_run``. A resolved alert closes its run (``close_run``): status
+interrupted run can be found by whoever takes it over; ``env`` holds the
+secrets the kernels need for the alert's target. Each alert's sources are the
+settings its labels choose in the service's configuration
+(``config.settings_for``). ``engine_runner(...)`` builds the default, the
+real ``execute_run``. A resolved alert closes its run (``close_run``): status
 ``resolved``, time to resolve, the failure ratio now against the thresholds,
 rca.md updated.
 """
