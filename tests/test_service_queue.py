@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from datetime import timedelta
 
 import psycopg
@@ -198,3 +200,35 @@ def test_the_index_shows_a_linked_warning_beside_its_critical_run(tmp_path):
         assert json.loads(json.dumps(srv.get("/runs").json()))[0]["state"] == "linked"
     finally:
         srv.stop()
+
+
+def test_a_lease_that_is_not_renewed_is_taken_over_and_the_old_owner_cannot_finish(receiver, store):
+    srv = receiver()
+    [row_id] = srv.post(hook(alert("f1" * 8))).json()["queued"]
+    a = store.claim("host-a:1:aaaa", lease=0.5)
+    assert a.id == row_id and a.row["attempts"] == 1
+    assert store.claim("host-b:2:bbbb", lease=0.5) is None  # leased: nobody else takes it
+    assert store.heartbeat("host-a:1:aaaa", [row_id], lease=0.5) == {row_id}
+    wait_for(lambda: store.claim("host-b:2:bbbb", lease=30) is not None, 10, 0.1, "the lease to expire")
+    row = store.get(row_id)
+    assert (row["owner"], row["attempts"], row["state"]) == ("host-b:2:bbbb", 2, "running")
+    assert store.heartbeat("host-a:1:aaaa", [row_id]) == set()  # A learns it lost the row
+    assert store.finish(row_id, state="done", run_id=None, owner="host-a:1:aaaa") is False
+    assert store.finish(row_id, state="done", run_id=None, owner="host-b:2:bbbb") is True
+    assert store.get(row_id)["state"] == "done" and store.get(row_id)["owner"] is None
+
+
+def test_a_dead_owner_of_this_replica_is_seen_at_once_and_a_run_interrupted_three_times_fails(receiver, store):
+    srv = receiver()
+    [row_id] = srv.post(hook(alert("f2" * 8))).json()["queued"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for attempt in range(1, 4):
+        job = store.claim(f"replica-x:{dead.pid}:{attempt:04d}", lease=3600)
+        assert job.id == row_id and job.row["attempts"] == attempt
+        assert store.claim("replica-x:1:none", lease=3600) is None  # an hour's lease, an owner that looks alive
+        assert store.expire_dead_owners("replica-y") == 0  # another replica's: left to its lease
+        assert store.expire_dead_owners("replica-x") == 1  # this replica's, its pid gone: expired now
+    assert store.claim("replica-x:1:none") is None
+    row = store.get(row_id)
+    assert row["state"] == "failed" and row["error"].startswith("interrupted 3 times")
