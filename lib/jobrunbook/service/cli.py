@@ -206,6 +206,9 @@ def command(args: argparse.Namespace, *, runner=None) -> int:
         os.replace(tmp, args.port_file)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=10)
+    import gc
+
+    gc.freeze()  # what was imported so far is never collected: the collector walks only what requests allocate
     uvicorn.Server(config).run(sockets=[sock])  # its lifespan starts and stops the worker process
     return 0
 

@@ -584,9 +584,13 @@ class SqliteStore(_SqlStore):
     kind = "sqlite"
     errors = (sqlite3.Error,)
 
+    CHECKPOINT_EVERY = 1.0  # seconds between checkpoints of the WAL into the database file
+
     def __init__(self, path: str | Path, *, clock: Callable[[], datetime] | None = None) -> None:
         super().__init__(clock=clock)
         self.path = Path(path)
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._migrate()
@@ -603,7 +607,28 @@ class SqliteStore(_SqlStore):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=30000")
+        # no checkpoint inside a commit (SQLite's default every 1,000 pages: a stall of every POST waiting on that
+        # commit); a thread of this store checkpoints instead, beside the writers (_checkpoints)
+        db.execute("PRAGMA wal_autocheckpoint=0")
         return db
+
+    def _checkpoints(self) -> None:
+        conn = self._connect()
+        try:
+            while not self._closing.wait(self.CHECKPOINT_EVERY):
+                with contextlib.suppress(sqlite3.Error):  # busy (another process checkpoints): the next time
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    def _wrote(self) -> None:
+        if self._checkpointer is None or not self._checkpointer.is_alive():
+            self._checkpointer = threading.Thread(target=self._checkpoints, name="jobrunbook-checkpoint", daemon=True)
+            self._checkpointer.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        super().close()
 
     @contextlib.contextmanager
     def _begin(self, conn: sqlite3.Connection, mode: str) -> Iterator[_Db]:
@@ -617,6 +642,8 @@ class SqliteStore(_SqlStore):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        if self._checkpointer is None:
+            self._wrote()
 
     def _id_column(self) -> str:
         return "id INTEGER PRIMARY KEY AUTOINCREMENT"
