@@ -152,3 +152,17 @@ def test_served_runs_kernels_never_see_the_webhook_token(tmp_path, monkeypatch):
         assert listed.status_code == 200 and SECRETS["JOBRUNBOOK_WEBHOOK_TOKEN"] not in listed.text
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://svc:pw-5ecret-91@[bad/jobrunbook",
+                                 "postgresql://svc:pw-5ecret-91@127.0.0.1:1/jobrunbook",
+                                 "postgresql://svc:pw-5ecret-91@127.0.0.1:notaport/jobrunbook"])
+def test_a_store_that_cannot_be_opened_is_named_without_its_password(tmp_path, dsn):
+    from jobrunbook._exceptions import ConfigError
+    from jobrunbook.service.store import open_store
+
+    with pytest.raises(ConfigError) as err:
+        open_store(tmp_path, {"JOBRUNBOOK_STORE": dsn})
+    said = f"{err.value} {getattr(err.value, 'hint', '')}"
+    assert "pw-5ecret-91" not in said
+    assert "Postgres" in said and "pg_isready" in said

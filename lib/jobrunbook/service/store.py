@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -288,7 +289,7 @@ class _SqlStore:
                 yield db
         except self.errors as exc:
             self._lost(exc)
-            raise StoreError(f"{self.describe()}: {type(exc).__name__}: {redact_url(str(exc))[:300]}") from None
+            raise StoreError(f"{self.describe()}: {type(exc).__name__}: {self._scrub(str(exc))[:300]}") from None
 
     def _read(self, q: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._tx("read") as db:
@@ -296,6 +297,10 @@ class _SqlStore:
 
     def _lost(self, exc: BaseException) -> None:
         """After an error: a backend drops a broken connection so the next call opens a new one."""
+
+    def _scrub(self, text: str) -> str:
+        """An error message without a secret the backend's own messages may quote."""
+        return redact_url(text)
 
     # -- schema ------------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -677,6 +682,12 @@ class PostgresStore(_SqlStore):
     def describe(self) -> str:
         return f"the service queue in Postgres ({redact_url(self._dsn)})"
 
+    def _scrub(self, text: str) -> str:
+        """``text`` without the DSN's password (psycopg quotes a malformed DSN whole in its message)."""
+        m = re.search(r"://[^:/@\s]*:([^@\s]+)@", self._dsn)
+        text = text.replace(self._dsn, redact_url(self._dsn))
+        return text.replace(m.group(1), "***") if m else text
+
     def _connect(self) -> Any:
         import psycopg
         from psycopg.rows import dict_row
@@ -685,7 +696,7 @@ class PostgresStore(_SqlStore):
             return psycopg.connect(self._dsn, autocommit=True, row_factory=dict_row,
                                    connect_timeout=max(1, int(self.connect_timeout)), application_name="jobrunbook")
         except psycopg.Error as exc:
-            raise StoreError(f"{self.describe()}: cannot connect: {redact_url(str(exc))[:300]}") from None
+            raise StoreError(f"{self.describe()}: cannot connect: {self._scrub(str(exc))[:300]}") from None
 
     def _sql(self, q: str) -> str:
         return q.replace("%", "%%").replace("?", "%s")
