@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -61,19 +62,32 @@ class ServerThread:
 
 def make_service(outputs: Path, *, runner=None, notebooks: Path = TRIVIAL, concurrency: int = 2, worker: bool = True,
                  max_runs_per_group: int = 10, ratio_fn=None, notifier=None, public_url: str = "",
-                 served=("JobFailureRate", "JobFailureRateCritical")):
-    """(app, store, worker) with the real run engine on ``notebooks`` unless ``runner`` is given."""
-    store = Store(outputs / STORE_NAME)
+                 served=("JobFailureRate", "JobFailureRateCritical"), max_queued: int | None = None, store=None,
+                 group_window: timedelta = timedelta(hours=1)):
+    """(app, store, worker) with the real run engine on ``notebooks`` unless ``runner`` is given (the worker in
+    this process: its threads; ``jobrunbook serve`` puts it in a process of its own)."""
+    store = store or Store(outputs / STORE_NAME)
     metrics = ServiceMetrics()
     w = None
     if worker:
         runner = runner or engine_runner(notebooks_dir=notebooks, outputs_dir=outputs, timeout=60)
         config = load_config(env={}, flags={"redis_url": "redis://127.0.0.1:1/0"})
         w = Worker(store, runner, outputs_dir=outputs, config=config, env={}, concurrency=concurrency,
-                   ratio_fn=ratio_fn, notifier=notifier, public_url=public_url, metrics=metrics)
+                   ratio_fn=ratio_fn, notifier=notifier, public_url=public_url)
     app = create_app(store=store, worker=w, outputs_dir=outputs, token=TOKEN, served=served, metrics=metrics,
-                     max_runs_per_group=max_runs_per_group, group_window=timedelta(hours=1))
+                     max_runs_per_group=max_runs_per_group, group_window=group_window, max_queued=max_queued)
     return app, store, w
+
+
+@contextmanager
+def accept_only(outputs: Path, **kw):
+    """(server, store): the receiver on a real uvicorn with no worker: what the queue holds after each POST."""
+    app, store, _ = make_service(outputs, worker=False, **kw)
+    srv = ServerThread(app)
+    try:
+        yield srv, store
+    finally:
+        srv.stop()
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):

@@ -67,3 +67,29 @@ def load_fixture_snapshot(client: redis.Redis, name: str) -> None:
     from jobrunbook.asynq.snapshot import load_snapshot
 
     load_snapshot(client, fixture_dir(name) / "redis.jsonl")
+
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn():
+    """A database of this test session's own on the machine's Postgres (127.0.0.1:5432, user postgres), dropped
+    after; no other database is touched."""
+    import os
+    import uuid
+
+    import psycopg
+
+    name = f"jobrunbook_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise AssertionError(f"the machine's Postgres at 127.0.0.1:5432 is not reachable ({exc}); start it: "
+                             "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start") from None
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

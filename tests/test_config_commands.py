@@ -142,8 +142,8 @@ def test_serve_gives_each_alert_its_target_and_a_flag_does_not_override_it(two_t
     args = build_parser(only="serve").parse_args(
         ["serve", "--outputs", str(tmp_path), "--notebooks", str(ROOT / "tests" / "notebooks" / "trivial"),
          "--redis-url", f"redis://127.0.0.1:{base_port}/0", "--port", "0"])
-    app, worker, _ = build_service(args)
-    srv = ServerThread(app)  # its lifespan starts the worker
+    app, worker = build_service(args)
+    srv = ServerThread(app)  # its lifespan starts the worker process
     try:
         body = json.loads(two_targets["alert"].read_text())
         r = requests.post(f"{srv.url}/alerts", json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)

@@ -33,7 +33,7 @@ def test_demo_incident_fires_a_real_runbook_run_and_resolve_closes_it(tmp_path):
     metrics = ServiceMetrics()
     runner = engine_runner(notebooks_dir=ROOT / "notebooks", outputs_dir=outputs, timeout=120,
                            env={"JOBRUNBOOK_POSTGRES_DSN": demo.postgres_dsn, "JOBRUNBOOK_DEMO_JSON": str(demo.demo_json)})
-    worker = Worker(store, runner, outputs_dir=outputs, concurrency=1, metrics=metrics,
+    worker = Worker(store, runner, outputs_dir=outputs, concurrency=1,
                     ratio_fn=prometheus_ratio(prom_url, window="15s"),
                     config=Config(base=demo.settings()), env={})
     app = create_app(store=store, worker=worker, outputs_dir=outputs, token=TOKEN, metrics=metrics,

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import requests
-from _service_helpers import AUTH, TOKEN, ServerThread, fixture_bytes, fixture_json, make_service, wait_for
+from _service_helpers import accept_only, AUTH, TOKEN, ServerThread, fixture_bytes, fixture_json, make_service, wait_for
 from jobrunbook.record import read_status
 
 CANARY = "/tmp/jobrunbook-service-pwned"
@@ -21,10 +21,8 @@ HOSTILE = {
 
 @pytest.fixture(scope="module")
 def receiver(tmp_path_factory):
-    app, store, _ = make_service(tmp_path_factory.mktemp("outputs"), worker=False)
-    srv = ServerThread(app)
-    yield srv, store
-    srv.stop()
+    with accept_only(tmp_path_factory.mktemp("outputs")) as pair:
+        yield pair
 
 
 def _without(body: dict, path: list) -> dict:

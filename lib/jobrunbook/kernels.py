@@ -38,7 +38,47 @@ from jupyter_core.utils import run_sync
 
 from jobrunbook._exceptions import JobrunbookError, SourceTimeout
 
-__all__ = ["RunKernelManager", "KernelPool", "WARMUP_CODE", "run_silently", "close_clients", "shutdown_now"]
+__all__ = ["RunKernelManager", "KernelPool", "WARMUP_CODE", "run_silently", "close_clients", "shutdown_now",
+           "kernel_environ", "KERNEL_ENV_NAMES", "KERNEL_ENV_PREFIXES"]
+
+# What a kernel inherits from the process that starts it: an allow-list by name, never the whole environment
+# (the service holds the webhook token, notify URLs and the store's DSN; one print(os.environ) in a notebook
+# would publish them). The sources' own variables are the configuration's (jobrunbook.config.ENV_NAMES, added
+# in kernel_environ); a secret a run needs (a Redis password, a Postgres DSN) is passed to the kernel by name,
+# as its extra environment (jobrunbook.run.params.kernel_env).
+KERNEL_ENV_NAMES = frozenset({
+    # the process: where programs, the home, the locale and temporary files are
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    # the Python and Jupyter installation the kernel runs in
+    "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "JUPYTER_PATH",
+    "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR", "MPLBACKEND", "MPLCONFIGDIR",
+    "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR",
+    # reaching the sources: TLS roots, proxies, and the log sources' own clients (docker, kubectl)
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "KUBECONFIG", "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_CONTEXT",
+    # libfaketime (make test-dates)
+    "LD_PRELOAD",
+    # jobrunbook's own, beside the configuration's
+    "JOBRUNBOOK_CONFIG", "JOBRUNBOOK_RUN_DIR", "JOBRUNBOOK_DEMO_JSON", "JOBRUNBOOK_RULES_FILE",
+    "JOBRUNBOOK_CHROMIUM", "JOBRUNBOOK_ACTOR", "JOBRUNBOOK_REDIS_PASSWORD", "JOBRUNBOOK_POSTGRES_DSN",
+})
+KERNEL_ENV_PREFIXES = ("LC_", "FAKETIME")
+# never, whatever an allow-list above says: what the service alone uses
+_NEVER = frozenset({"JOBRUNBOOK_WEBHOOK_TOKEN", "JOBRUNBOOK_SLACK_WEBHOOK_URL", "JOBRUNBOOK_NOTIFY_URL",
+                    "JOBRUNBOOK_STORE", "JOBRUNBOOK_PUBLIC_URL"})
+
+
+def kernel_environ(extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a kernel starts with: the allowed names of ``base`` (``os.environ``), then ``extra``."""
+    from jobrunbook.config import ENV_NAMES
+
+    base = os.environ if base is None else base
+    allowed = KERNEL_ENV_NAMES | set(ENV_NAMES.values())
+    env = {k: v for k, v in base.items()
+           if (k in allowed or k.startswith(KERNEL_ENV_PREFIXES)) and k not in _NEVER}
+    env.update({k: v for k, v in (extra or {}).items() if k not in _NEVER})
+    return env
 
 # Imported before a kernel is handed out: modules only, no state (each kernel still runs one notebook).
 WARMUP_CODE = (
@@ -63,7 +103,7 @@ class RunKernelManager(AsyncKernelManager):
         self.handed_out: list[Any] = []
 
     async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
-        kw.setdefault("env", {**os.environ, **self.extra_env})
+        kw.setdefault("env", kernel_environ(self.extra_env))
         if self.start_cwd:
             kw["cwd"] = self.start_cwd
         await super()._async_start_kernel(**kw)

@@ -349,8 +349,10 @@ def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | Non
     return out
 
 
-def render_index(outputs_dir: str | os.PathLike) -> Path:
-    """Write ``outputs_dir/index.html``: every run, by queue/task type, then by alert, newest first."""
+def index_page(outputs_dir: str | os.PathLike, not_run: list[Mapping[str, Any]] = ()) -> str:
+    """The outputs index as HTML: every run by queue/task type, then by alert, newest first; ``not_run`` are the
+    service's alerts that were recorded without a run (``capped``; ``linked``: a warning its critical's run
+    covers, shown beside that run and linking to it), from ``Store.list``."""
     from markupsafe import Markup
 
     from jobrunbook.history import grouped_runs, read_runs
@@ -363,11 +365,27 @@ def render_index(outputs_dir: str | os.PathLike) -> Path:
                      "time": str(st.get("started_at") or "")[:19].replace("T", " "),
                      "state": st.get("state", UNKNOWN), "verdict": _text(st.get("verdict"), 200),
                      "href": f"{quote(run_id)}/report.html" if st["has_report"] else None})
-    page = template("index.html.j2").render(groups=grouped_runs(runs), count=len(runs), css=Markup(_css()),
-                                            generated=_now_text())
+    count = len(runs)
+    for row in not_run:
+        covering = row.get("covering_run_id")
+        note = (f"not run: covered by the critical run {covering}" if row.get("state") == "linked" and covering
+                else "not run: covered by a critical's run" if row.get("state") == "linked"
+                else f"not run: {'the queue was full' if row.get('cap_reason') == 'queue' else 'over the per-group cap'}")
+        runs.append({"run_id": f"alert #{row.get('id')}", "queue": row.get("queue"), "task_type": row.get("task_type"),
+                     "fingerprint": row.get("fingerprint"), "alertname": row.get("alertname"),
+                     "severity": row.get("severity"), "started_at": row.get("received_at"),
+                     "time": str(row.get("received_at") or "")[:19].replace("T", " "), "state": row.get("state"),
+                     "verdict": note, "href": f"{quote(covering)}/report.html" if covering else None})
+    return template("index.html.j2").render(groups=grouped_runs(runs), count=count, not_run=len(not_run),
+                                            css=Markup(_css()), generated=_now_text())
+
+
+def render_index(outputs_dir: str | os.PathLike) -> Path:
+    """Write ``outputs_dir/index.html`` (``index_page``)."""
+    outputs_dir = Path(outputs_dir)
     out = outputs_dir / "index.html"
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
+    tmp = out.with_suffix(f".html.{os.getpid()}.tmp")  # several writers (workers, replicas) share the folder
+    tmp.write_text(index_page(outputs_dir), encoding="utf-8")
     os.replace(tmp, out)
     return out
 

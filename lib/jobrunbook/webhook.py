@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["Alert", "Webhook", "WebhookError", "parse_webhook", "read_webhook", "alert_key", "parse_time", "fingerprint_of",
+__all__ = ["Alert", "Webhook", "WebhookError", "parse_webhook", "read_webhook", "load_json", "alert_key", "parse_time", "fingerprint_of",
            "MAX_ALERTS", "MAX_BODY_BYTES"]
 
 MAX_BODY_BYTES = 1 << 20
@@ -131,12 +131,51 @@ def alert_key(alert: Alert) -> str:
     return f"{alert.fingerprint.lower()}@{stamp}"
 
 
-def parse_webhook(raw: bytes) -> Webhook:
-    """Bytes of a POST body -> ``Webhook``, or ``WebhookError`` (400 not JSON, 422 invalid)."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(data: object) -> bool:
+    """True if any string in ``data`` (keys too) holds a lone UTF-16 surrogate (``"\\ud800"``): not Unicode text,
+    it could not be stored or printed."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def load_json(raw: bytes | str) -> object:
+    """JSON text -> Python, or ``WebhookError(400)`` for anything that fails to parse: bad syntax, bad encoding,
+    nesting too deep for the parser (``[[[[...``), numbers too long, strings holding lone surrogates."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise WebhookError(400, "", "body is not JSON this service reads: nested too deeply") from None
+    except MemoryError:
+        raise WebhookError(400, "", "body is not JSON this service reads: too large to parse") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, bad UTF-8/16/32, int over 4,300 digits
         raise WebhookError(400, "", f"body is not JSON: {str(exc)[:120]}") from None
+    if isinstance(raw, str):
+        suspect = True  # text may already hold a surrogate
+    else:  # UTF-16/32 (a NUL or a BOM up front) hide the escape from a byte search: walk the data then
+        suspect = b"\x00" in raw[:4] or raw[:2] in (b"\xff\xfe", b"\xfe\xff") or bool(_SURROGATE_ESCAPE.search(raw))
+    if suspect and _lone_surrogate(data):
+        raise WebhookError(400, "", "body is not valid Unicode: a string holds a lone surrogate escape (\\ud800)")
+    return data
+
+
+def parse_webhook(raw: bytes) -> Webhook:
+    """Bytes of a POST body -> ``Webhook``, or ``WebhookError`` (400 not JSON, 422 invalid)."""
+    data = load_json(raw)
     if not isinstance(data, dict):
         raise WebhookError(422, "", "body must be a JSON object (Alertmanager webhook version 4)")
     if "version" in data and data["version"] != "4":
@@ -147,6 +186,8 @@ def parse_webhook(raw: bytes) -> Webhook:
         err = exc.errors(include_url=False, include_input=False)[0]
         field = ".".join(str(p) for p in err["loc"])
         raise WebhookError(422, field, str(err["msg"])[:300]) from None
+    except (RecursionError, MemoryError):
+        raise WebhookError(400, "", "body is not a webhook this service reads: nested too deeply") from None
 
 
 def _errors(exc: ValidationError, limit: int = 8) -> str:
@@ -169,9 +210,9 @@ def read_webhook(body: bytes | str | dict, *, source: str = "webhook body") -> W
         if len(body) > MAX_BODY_BYTES:
             raise ConfigError(f"{source} is {len(body)} bytes, over the {MAX_BODY_BYTES}-byte limit")
         try:
-            body = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source} is not JSON: {str(exc)[:120]}") from None
+            body = load_json(body)
+        except WebhookError as exc:
+            raise ConfigError(f"{source}: {exc.message}") from None
     if not isinstance(body, dict):
         raise ConfigError(f"{source} must be a JSON object", hint="Alertmanager webhook version 4")
     if "alerts" not in body and "labels" in body:
