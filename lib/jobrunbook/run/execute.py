@@ -81,12 +81,15 @@ class Run:
 
 
 def plan_stages(sections: list[str]) -> list[list[str]]:
-    """``00`` alone, ``01``-``04`` together, every other section alone, in number order."""
+    """``00``-``04`` together, then every later section alone, in number order.
+
+    ``00`` reads only the alert and ``01``-``04`` each their own source, so none waits for another; ``05``
+    reads the findings of all five and ``06`` those of ``05``, so each waits for everything before it.
+    """
     stages: list[list[str]] = []
     parallel: list[str] | None = None
     for name in sorted(sections):
-        num = int(name[:2])
-        if 1 <= num <= 4:
+        if int(name[:2]) <= 4:
             if parallel is None:
                 parallel = []
                 stages.append(parallel)
