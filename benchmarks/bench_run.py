@@ -78,12 +78,23 @@ def one_shot(demo, notebooks: Path, out: Path) -> tuple[float, dict]:
            "--prometheus-url", settings.prometheus_url, "--log-source", settings.log_path,
            "--health-url", f"partner-api={demo.external_health_url}"]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
-    elapsed = time.perf_counter() - t
-    report = next((line.split()[1] for line in proc.stdout.splitlines() if line.startswith("report: ")), "")
-    if not report.endswith("report.html") or not Path(report).exists():
-        raise SystemExit(f"one-shot run produced no report:\n{proc.stdout}\n{proc.stderr[-2000:]}")
-    return elapsed, json.loads((Path(report).parent / "status.json").read_text())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env})
+    elapsed, lines = None, []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the report is ready when the run says so; report.pdf is printed after it
+        lines.append(line)
+        if line.startswith("report: ") and elapsed is None:
+            elapsed = time.perf_counter() - t
+    stderr = proc.stderr.read() if proc.stderr else ""
+    proc.wait()
+    exited = time.perf_counter() - t
+    report = next((line.split()[1] for line in lines if line.startswith("report: ")), "")
+    if elapsed is None or not report.endswith("report.html") or not Path(report).exists():
+        raise SystemExit(f"one-shot run produced no report:\n{''.join(lines)}\n{stderr[-2000:]}")
+    status = json.loads((Path(report).parent / "status.json").read_text())
+    status["_exited_s"] = exited
+    return elapsed, status
 
 
 def warm(demo, notebooks: Path, n: int, out: Path, repeat: int) -> list[tuple[float, dict]]:
@@ -102,6 +113,7 @@ def warm(demo, notebooks: Path, n: int, out: Path, repeat: int) -> list[tuple[fl
             run = execute_run(params, notebooks_dir=notebooks, outputs_dir=out, alert=alert, env=env, pool=pool,
                               timeout=120)
             elapsed = time.perf_counter() - t
+            run.wait_pdf()  # printed after the report: not part of alert-to-report, done before the next run
             if not (run.report and run.report.exists()):
                 raise SystemExit(f"warm run produced no report: {run.run_dir}/status.json")
             results.append((elapsed, json.loads((run.run_dir / "status.json").read_text())))

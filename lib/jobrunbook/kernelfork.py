@@ -37,17 +37,20 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["ForkServer", "ForkProvisioner", "Forked", "PRELOAD", "kernel_args"]
+__all__ = ["ForkServer", "ForkProvisioner", "Forked", "PRELOAD", "LATER", "kernel_args", "start_fork_server"]
 
 # What every section's kernel would import anyway: imported once, in the server.
 PRELOAD = (
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.interactiveshell",
-    "numpy", "pandas", "matplotlib.figure", "matplotlib.backends.backend_agg",
+    "numpy", "pandas",
     "jobrunbook.sections", "jobrunbook.charts", "jobrunbook.findings", "jobrunbook.tables",
     "jobrunbook.sources.metrics", "jobrunbook.sources.logs", "jobrunbook.sources.probes",
     "jobrunbook.sources.prometheus", "jobrunbook.asynq.inspector", "jobrunbook.asynq.hazards",
     "jobrunbook.diagnosis", "jobrunbook.diagnosis.gather", "jobrunbook.remediate",
 )
+# Imported once the first kernels are forked, while the server waits: what only drawing charts needs
+# (sections hand charts over as data, ``jobrunbook.chartspec``; a process forked to draw them has it).
+LATER = ("matplotlib.figure", "matplotlib.backends.backend_agg", "jobrunbook.charts")
 _LAUNCHER = "ipykernel_launcher"
 
 
@@ -89,10 +92,16 @@ def _child(req: dict[str, Any], server_pid: int, close_fds: Iterable[int]) -> No
             os.chdir(req["cwd"])
         if req.get("nice"):
             os.nice(int(req["nice"]))
-        sys.argv = [_LAUNCHER, *req["argv"]]
-        from ipykernel import kernelapp
+        if req.get("call"):  # a function, not a kernel: "module:function" with JSON arguments
+            import importlib
 
-        kernelapp.launch_new_instance()
+            module, _, func = req["call"].partition(":")
+            getattr(importlib.import_module(module), func)(*req.get("args", []))
+        else:
+            sys.argv = [_LAUNCHER, *req["argv"]]
+            from ipykernel import kernelapp
+
+            kernelapp.launch_new_instance()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
@@ -108,8 +117,9 @@ def _child(req: dict[str, Any], server_pid: int, close_fds: Iterable[int]) -> No
             os._exit(code)
 
 
-def _serve(preload: list[str]) -> int:
-    """The server's loop: preload, say ready, fork a kernel per request, report each child's exit."""
+def _serve(preload: list[str], later: list[str] = ()) -> int:
+    """The server's loop: preload, say ready, fork a kernel per request, report each child's exit; while no
+    request waits, import ``later`` too (for children forked after that)."""
     import importlib
     import selectors
 
@@ -138,8 +148,9 @@ def _serve(preload: list[str]) -> int:
     sel.register(rfd, selectors.EVENT_READ)
     buf = b""
     closing = False
+    todo = list(later)
     while True:
-        for key, _ in sel.select(timeout=1.0):
+        for key, _ in sel.select(timeout=0 if todo else 1.0):
             if key.fileobj == rfd:
                 try:
                     os.read(rfd, 4096)
@@ -178,6 +189,11 @@ def _serve(preload: list[str]) -> int:
             send({"id": req.get("id"), "pid": pid})
         if closing:
             return 0
+        if todo and not buf:
+            try:
+                importlib.import_module(todo.pop(0))
+            except Exception:  # noqa: BLE001 - the child that needs it imports it itself
+                pass
 
 
 # -- the client side ---------------------------------------------------------------------------------------
@@ -188,10 +204,12 @@ class ForkServer:
     """
 
     def __init__(self, interpreter: list[str] | None = None, *, env: Mapping[str, str] | None = None,
-                 preload: Iterable[str] = PRELOAD, start_timeout: float = 60.0) -> None:
+                 preload: Iterable[str] = PRELOAD, later: Iterable[str] = LATER,
+                 start_timeout: float = 60.0) -> None:
         self.interpreter = list(interpreter or [sys.executable])
         self.env = dict(os.environ if env is None else env)
         self.preload = list(preload)
+        self.later = list(later)
         self.start_timeout = start_timeout
         self.pid: int | None = None
         self.failed_imports: dict[str, str] = {}
@@ -215,7 +233,8 @@ class ForkServer:
         env = {**self.env, "OPENBLAS_NUM_THREADS": self.env.get("OPENBLAS_NUM_THREADS", "1"),
                "PYTHONUNBUFFERED": "1"}
         env.pop("PYTHONEXECUTABLE", None)
-        self._proc = subprocess.Popen([*self.interpreter, "-m", "jobrunbook.kernelfork", json.dumps(self.preload)],
+        spec = json.dumps({"preload": self.preload, "later": self.later})
+        self._proc = subprocess.Popen([*self.interpreter, "-m", "jobrunbook.kernelfork", spec],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                       start_new_session=True, close_fds=True)
         self.pid = self._proc.pid
@@ -256,12 +275,33 @@ class ForkServer:
     def spawn(self, argv: list[str], *, env: Mapping[str, str], cwd: str | None = None, nice: int = 0,
               timeout: float = 30.0) -> int:
         """Fork a kernel running ipykernel with ``argv`` (``-f CONNECTION_FILE``); its pid."""
+        return self._request({"argv": list(argv), "env": dict(env), "cwd": cwd, "nice": nice}, timeout)
+
+    def call(self, target: str, args: list[Any], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+             nice: int = 0, timeout: float = 30.0) -> int:
+        """Fork a child that runs ``module:function(*args)`` (JSON arguments) and exits; its pid
+        (``wait`` for it: exit code 0 when the function returned)."""
+        return self._request({"call": target, "args": list(args), "env": dict(os.environ if env is None else env),
+                              "cwd": cwd, "nice": nice}, timeout)
+
+    def wait(self, pid: int, timeout: float | None = None) -> int | None:
+        """The exit code of child ``pid`` once it ended (None if it still runs after ``timeout``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.exit_code(pid)) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            with self._cond:
+                self._cond.wait(0.05)
+        self.forget(pid)
+        return code
+
+    def _request(self, req: dict[str, Any], timeout: float) -> int:
         if not self.wait_ready(self.start_timeout):
             raise OSError(f"fork server not ready: {self.error or 'timed out'}")
         with self._lock:
             self._next += 1
             rid = self._next
-            line = json.dumps({"id": rid, "argv": list(argv), "env": dict(env), "cwd": cwd, "nice": nice})
+            line = json.dumps({"id": rid, **req})
             assert self._proc is not None and self._proc.stdin is not None
             try:
                 self._proc.stdin.write(line.encode() + b"\n")
@@ -379,6 +419,25 @@ def _provisioner_class():
     return ForkProvisioner
 
 
+def start_fork_server(kernel_name: str = "python3", *, env: Mapping[str, str] | None = None,
+                      start_timeout: float = 60.0, errors: list[str] | None = None) -> ForkServer | None:
+    """A started ``ForkServer`` for the kernelspec ``kernel_name`` (it imports while the caller goes on);
+    None where kernels cannot be forked (no fork, a kernel other than ipykernel, no such kernelspec)."""
+    if not ForkServer.available():
+        return None
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    try:
+        split = kernel_args(KernelSpecManager().get_kernel_spec(kernel_name).argv)
+    except Exception as exc:  # noqa: BLE001 - no such kernelspec: every start says so, the ordinary way
+        if errors is not None:
+            errors.append(f"fork server: {type(exc).__name__}: {exc}"[:300])
+        return None
+    if split is None:  # not ipykernel: started the ordinary way
+        return None
+    return ForkServer(split[0], env=env, start_timeout=start_timeout).start()
+
+
 _PROVISIONER = None
 
 
@@ -390,4 +449,5 @@ def ForkProvisioner(**kwargs: Any):  # noqa: N802 - a class made on first use (j
 
 
 if __name__ == "__main__":
-    sys.exit(_serve(json.loads(sys.argv[1]) if len(sys.argv) > 1 else list(PRELOAD)))
+    _spec = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    sys.exit(_serve(_spec.get("preload", list(PRELOAD)), _spec.get("later", list(LATER))))

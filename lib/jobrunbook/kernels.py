@@ -45,10 +45,10 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
 from jobrunbook._exceptions import JobrunbookError, SourceTimeout
-from jobrunbook.kernelfork import Forked, ForkProvisioner, ForkServer, kernel_args
+from jobrunbook.kernelfork import Forked, ForkProvisioner, ForkServer, start_fork_server
 
 __all__ = ["RunKernelManager", "KernelPool", "WARMUP_CODE", "POOL_NICE", "run_silently", "close_clients",
-           "shutdown_now", "kernel_pid", "set_kernel_priority"]
+           "shutdown_now", "kernel_pid", "set_kernel_priority", "start_fork_server"]
 
 # Imported before a kernel is handed out: modules only, no state (each kernel still runs one notebook).
 WARMUP_CODE = (
@@ -170,14 +170,15 @@ class KernelPool:
     def __init__(self, size: int = 4, *, kernel_name: str = "python3", env: Mapping[str, str] | None = None,
                  cwd: str | None = None, warmup_code: str = WARMUP_CODE, start_timeout: float = 60.0,
                  parallel_starts: int = 1, max_starts: int | None = None, attempts: int = 3,
-                 fork: bool | None = None, nice: int = POOL_NICE) -> None:
+                 fork: bool | None = None, nice: int = POOL_NICE, fork_server: ForkServer | None = None) -> None:
         if size < 1:
             raise ValueError("a kernel pool needs size >= 1")
         self.fork = ForkServer.available() if fork is None else fork
+        self._own_server = fork_server is None  # a server handed in (started early by the caller) stays open
         self.nice = max(0, nice)
         self.priority = os.getpriority(os.PRIO_PROCESS, 0)  # what a handed-out kernel gets back
         self.renice_refused = False  # the OS would not give a handed-out kernel its priority back
-        self.fork_server: ForkServer | None = None
+        self.fork_server: ForkServer | None = fork_server
         self.size = size
         self.kernel_name = kernel_name
         self.env = dict(env or {})
@@ -202,26 +203,15 @@ class KernelPool:
     # lifecycle ---------------------------------------------------------
     def start(self, *, wait: bool = True) -> KernelPool:
         """Start the pool's thread and its ``size`` kernels (one after another); ``wait`` for them all."""
-        if self.fork:
-            self.fork_server = self._start_fork_server()
+        if self.fork and self.fork_server is None:
+            self.fork_server = start_fork_server(self.kernel_name, env={**os.environ, **self.env},
+                                                 start_timeout=self.start_timeout, errors=self.errors)
         self._thread.start()
         for _ in range(self.size):
             self._refill()
         if wait:
             self.wait_ready(self.size, timeout=self.start_timeout * self.size)
         return self
-
-    def _start_fork_server(self) -> ForkServer | None:
-        from jupyter_client.kernelspec import KernelSpecManager
-
-        try:
-            split = kernel_args(KernelSpecManager().get_kernel_spec(self.kernel_name).argv)
-        except Exception as exc:  # noqa: BLE001 - no such kernelspec: every start says so, the ordinary way
-            self.errors.append(f"fork server: {type(exc).__name__}: {exc}"[:300])
-            return None
-        if split is None:  # not ipykernel: started the ordinary way
-            return None
-        return ForkServer(split[0], env={**os.environ, **self.env}, start_timeout=self.start_timeout).start()
 
     def wait_ready(self, count: int | None = None, timeout: float = 120.0) -> None:
         count = self.size if count is None else count
@@ -247,7 +237,7 @@ class KernelPool:
                     pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=15)
-        if self.fork_server is not None:
+        if self.fork_server is not None and self._own_server:
             self.fork_server.close()
 
     def __enter__(self) -> KernelPool:

@@ -85,7 +85,7 @@ def run_runbook(demo: Demo, notebooks: Path, args: argparse.Namespace | None = N
     """
     from jobrunbook.config_cli import resolve_sources
     from jobrunbook.run import execute_run, params_from_alert
-    from jobrunbook.run.cli import print_progress
+    from jobrunbook.run.cli import print_pdf_line, print_progress
     from jobrunbook.run.params import kernel_env
 
     if not notebooks.is_dir():
@@ -102,7 +102,8 @@ def run_runbook(demo: Demo, notebooks: Path, args: argparse.Namespace | None = N
     run = execute_run(params, notebooks_dir=notebooks, outputs_dir=outputs, alert=alert, env=env,
                       on_progress=print_progress(sys.stdout))
     print(f"\nverdict: {run.headline}")
-    print(f"report:  {run.report}")
+    print(f"report:  {run.report}", flush=True)
+    print_pdf_line(run)
     print(f"index:   {outputs / 'index.html'}", flush=True)
     return 0 if run.state == "done" else 1
 

@@ -31,7 +31,7 @@ def failing_task_types(ctx: Context) -> Section:
 
     from jobrunbook.asynq.connection import connect
     from jobrunbook.asynq.inspector import Inspector
-    from jobrunbook.charts import daily_history_chart, failures_by_cause_chart, queue_depth_chart
+    from jobrunbook.chartspec import figure
     from jobrunbook.diagnosis.causes import match_cause
 
     if not ctx.redis_url:
@@ -67,15 +67,16 @@ def failing_task_types(ctx: Context) -> Section:
                           for h in history for d in h.days])
     charts, captions = {}, {}
     if not groups.empty:
-        charts["failures_by_cause"] = failures_by_cause_chart(groups.groupby(["task_type", "cause"], as_index=False)["count"].sum())
+        charts["failures_by_cause"] = figure("failures_by_cause_chart",
+                                             groups.groupby(["task_type", "cause"], as_index=False)["count"].sum())
         captions["failures_by_cause"] = ("Which task types fail, and why: each bar is a type's failed tasks, "
                                          "coloured by cause as in every table and chart of this report.")
     if not counts.empty:
-        charts["queue_depth"] = queue_depth_chart(counts[["queue", "retry", "archived"]])
+        charts["queue_depth"] = figure("queue_depth_chart", counts[["queue", "retry", "archived"]])
         captions["queue_depth"] = ("Tasks waiting to retry and archived per queue: retry drains by itself once the "
                                    "cause is fixed; archived tasks need a decision (re-run or delete).")
     if not daily.empty:
-        charts["daily_history"] = daily_history_chart(daily)
+        charts["daily_history"] = figure("daily_history_chart", daily)
         captions["daily_history"] = ("asynq's own daily counters: a failed share (line) far above the days before "
                                      "means a new problem, a steady one a chronic one.")
     total = int(groups["count"].sum()) if not groups.empty else 0
