@@ -103,13 +103,13 @@ def pending_specs(run_dir: str | os.PathLike) -> list[Path]:
 def render_specs(run_dir: str | os.PathLike, names: list[str] | None = None) -> list[str]:
     """Draw the pending chart specs of ``run_dir`` (or those ``names``) to ``charts/<name>.png``; the names
     drawn. A spec that cannot be drawn gets ``charts/<name>.error`` with why (the placeholder then says it)."""
-    from jobrunbook.charts import save_chart
-
     drawn = []
     for path in pending_specs(run_dir):
         if names is not None and path.stem not in names:
             continue
         try:
+            from jobrunbook.charts import save_chart  # matplotlib: only where something is drawn
+
             doc = json.loads(path.read_text(encoding="utf-8"))
             save_chart(ChartSpec.from_json(doc).draw(), run_dir, path.stem)
             drawn.append(path.stem)

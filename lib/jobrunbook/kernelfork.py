@@ -44,13 +44,14 @@ PRELOAD = (
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.interactiveshell",
     "numpy", "pandas",
     "jobrunbook.sections", "jobrunbook.charts", "jobrunbook.findings", "jobrunbook.tables",
-    "jobrunbook.sources.metrics", "jobrunbook.sources.logs", "jobrunbook.sources.probes",
-    "jobrunbook.sources.prometheus", "jobrunbook.asynq.inspector", "jobrunbook.asynq.hazards",
-    "jobrunbook.diagnosis", "jobrunbook.diagnosis.gather", "jobrunbook.remediate",
+    "jobrunbook.sources.metrics", "jobrunbook.sources.logs", "jobrunbook.sources.prometheus",
+    "jobrunbook.asynq.inspector", "jobrunbook.asynq.hazards", "jobrunbook.diagnosis", "jobrunbook.diagnosis.gather",
 )
-# Imported once the first kernels are forked, while the server waits: what only drawing charts needs
-# (sections hand charts over as data, ``jobrunbook.chartspec``; a process forked to draw them has it).
-LATER = ("matplotlib.figure", "matplotlib.backends.backend_agg", "jobrunbook.charts")
+# Imported once the first kernels are forked, while the server waits: what drawing charts needs (sections hand
+# charts over as data, ``jobrunbook.chartspec``; a process forked to draw them has it), and what only one late
+# section uses (a kernel forked before imports it itself).
+LATER = ("matplotlib.figure", "matplotlib.backends.backend_agg", "jobrunbook.charts", "jobrunbook.sources.probes",
+         "jobrunbook.remediate")
 _LAUNCHER = "ipykernel_launcher"
 
 
@@ -125,6 +126,9 @@ def _serve(preload: list[str], later: list[str] = ()) -> int:
 
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]  # as ipykernel_launcher does: the kernel adds its own cwd back
+    # a papermill run never debugs: without debugpy (pydevd) ipykernel starts without its debugger, a
+    # large import spared on the way to the first kernel
+    sys.modules.setdefault("debugpy", None)  # type: ignore[arg-type]
     failed = {}
     for name in preload:
         try:

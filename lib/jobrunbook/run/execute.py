@@ -28,7 +28,6 @@ from jobrunbook.chartspec import DEFER_ENV
 from jobrunbook.findings import RUN_DIR_ENV, read_findings, summarize_verdict, write_findings
 from jobrunbook.kernelfork import ForkServer
 from jobrunbook.kernels import (
-    POOL_NICE,
     WARMUP_CODE,
     KernelPool,
     RunKernelManager,
@@ -170,11 +169,12 @@ def _execute_one(src: Path, dst: Path, parameters: dict[str, Any], *, env: Mappi
 
 class _ChartDrawer:
     """Draws the charts sections hand over as data (``jobrunbook.chartspec``): each section's as soon as it
-    ends, in a child of the kernels' fork server (else a thread), below the sections' priority; ``finish``
-    waits for them and puts each PNG into its executed notebook, before the report is built."""
+    ends, in a child of the kernels' fork server (else a thread), while later sections run; ``finish``
+    waits for them and puts each PNG into its executed notebook, before the report is built. (At the
+    sections' own priority: the report waits for the charts, so they are on its way as much as a section.)"""
 
-    def __init__(self, run_dir: Path, server: ForkServer | None, nice: int) -> None:
-        self.run_dir, self.server, self.nice = run_dir, server, nice
+    def __init__(self, run_dir: Path, server: ForkServer | None) -> None:
+        self.run_dir, self.server = run_dir, server
         self.assigned: set[str] = set()
         self.jobs: list[Any] = []  # pids of forked children, or threads
         self.lock = threading.Lock()
@@ -190,7 +190,7 @@ class _ChartDrawer:
         if self.server is not None and self.server.alive:
             try:
                 self.jobs.append(self.server.call("jobrunbook.chartspec:render_specs", [str(self.run_dir), names],
-                                                  cwd=str(self.run_dir), nice=self.nice))
+                                                  cwd=str(self.run_dir)))
                 return
             except OSError:
                 pass  # drawn in a thread instead
@@ -201,10 +201,6 @@ class _ChartDrawer:
     def _draw(self, names: list[str]) -> None:
         from jobrunbook.chartspec import render_specs
 
-        try:  # this thread only: lower, like the kernels waiting in the pool (Linux: priority is per thread)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
-        except (OSError, AttributeError):
-            pass
         render_specs(self.run_dir, names)
 
     def finish(self, notebooks: list[Path], timeout: float = 120.0) -> None:
@@ -392,6 +388,8 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
         else:
             res.state, res.degraded = _finding_state(run_dir, name)
         drawer.submit()
+        if render:
+            _convert(res.notebook, name, bodies)
         save_status()
         if on_progress:
             on_progress(name, state, res.elapsed_s)
@@ -405,12 +403,20 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
                               warmup_code=WARMUP_CODE, fork_server=fork_server)
         own_pool.start(wait=False)
         pool = own_pool
-    drawer = _ChartDrawer(run_dir, pool.fork_server if pool is not None else fork_server, POOL_NICE)
+    drawer = _ChartDrawer(run_dir, pool.fork_server if pool is not None else fork_server)
+    bodies: dict[str, str] = {}  # each section's notebook as the report shows it, converted as it ends
+    if render:
+        from jobrunbook.report import prewarm
+
+        threading.Thread(target=prewarm, name="jobrunbook-report-prewarm", daemon=True).start()
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobrunbook-section") as ex:
             for stage in plan_stages(list(results)):
                 list(ex.map(run_section, stage))
         drawer.finish([r.notebook for r in results.values()], timeout=timeout)
+        if render:
+            for name, res in results.items():
+                _convert(res.notebook, name, bodies, charts_drawn=True)
     finally:
         if own_pool is not None:
             own_pool.close()
@@ -426,7 +432,7 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
                   top_cause=verdict.get("top_cause"), top_cause_name=normalise_verdict(verdict)["cause_name"])
     report: Path | None = None
     if render:
-        report = render_all(run_dir, outputs_dir, status, pdf=pdf is True)
+        report = render_all(run_dir, outputs_dir, status, pdf=pdf is True, bodies=bodies)
         if report is not None and pdf == "later":
             status["pdf"], status["pdf_pending"] = None, True
     with _STATUS_LOCK:
@@ -455,7 +461,24 @@ def _record_failure(run_dir: Path, name: str, state: str, error: str | None) -> 
     write_findings(name, data, run_dir, status="failed")
 
 
-def render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any], *, pdf: bool = True) -> Path | None:
+def _convert(notebook: Path, name: str, bodies: dict[str, str], *, charts_drawn: bool = False) -> None:
+    """Convert a finished section's notebook for the report now (not when the report is built), unless it
+    still waits for its charts (``charts_drawn``: they are in)."""
+    from jobrunbook.chartspec import CHART_MIME
+    from jobrunbook.report import notebook_body
+
+    if name in bodies or not notebook.exists():
+        return
+    try:
+        if not charts_drawn and CHART_MIME in notebook.read_text(encoding="utf-8"):
+            return
+        bodies[name] = notebook_body(notebook)
+    except Exception:  # noqa: BLE001 - the report converts it again and says what went wrong
+        pass
+
+
+def render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any], *, pdf: bool = True,
+               bodies: Mapping[str, str] | None = None) -> Path | None:
     """report.html, rca.md, report.pdf (when Chromium is there) and the outputs' index.html; status.json says
     what was rendered. Never raises: a rendering bug is recorded, the run's record survives it."""
     from jobrunbook.report import render_index, render_report, write_rca
@@ -463,7 +486,7 @@ def render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any], *, pdf:
     wait_pdf(run_dir)  # a PDF still printing from an earlier render must not land after this one
     report = None
     errors = []
-    for step in (lambda: render_report(run_dir, status=status), lambda: write_rca(run_dir, status=status)):
+    for step in (lambda: render_report(run_dir, status=status, bodies=bodies), lambda: write_rca(run_dir, status=status)):
         try:
             out = step()
             if out.name == "report.html":
