@@ -120,8 +120,22 @@ def floor_pipeline(client: redis.Redis) -> int:
 
 
 def floor_lua(client: redis.Redis, overlap: bool) -> int:
+    return floor_lua_sets(client, [(keys.state_key(QUEUE, "retry"), keys.task_key_prefix(QUEUE))], overlap, BATCH)
+
+
+def floor_lua_sets(client: redis.Redis, sets: list[tuple[str, str]], overlap: bool, batch: int) -> int:
+    """The fastest raw read of the failed tasks: the aggregate's own Lua script over each (zset key, task key
+    prefix), ``batch`` ids a call, bytes only; with ``overlap`` the next call is in flight while one is read."""
+    global BATCH
+    saved, BATCH = BATCH, batch
+    try:
+        return sum(_floor_lua_one(client, zkey, prefix, overlap) for zkey, prefix in sets)
+    finally:
+        BATCH = saved
+
+
+def _floor_lua_one(client: redis.Redis, zkey: str, prefix: str, overlap: bool) -> int:
     sha = client.script_load(BATCH_LUA)
-    zkey, prefix = keys.state_key(QUEUE, "retry"), keys.task_key_prefix(QUEUE)
     conn = client.connection_pool.get_connection()
     start = got = 0
     try:
@@ -130,7 +144,7 @@ def floor_lua(client: redis.Redis, overlap: bool) -> int:
             if overlap:
                 start += BATCH
                 conn.send_command("EVALSHA", sha, 1, zkey, start, start + BATCH - 1, prefix)
-            n, msgs, _gone = conn.read_response()
+            n, msgs, *_gone = conn.read_response()
             got += len(msgs)
             if n < BATCH:
                 if overlap:

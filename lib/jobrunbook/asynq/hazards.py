@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import redis
 
 from jobrunbook.asynq import keys as K
+from jobrunbook.asynq.aggregate import FailureAggregate
 from jobrunbook.asynq.connection import translate_errors
 from jobrunbook.asynq.health import Health, check_health
 from jobrunbook.asynq.versions import Behaviour, VersionReading, parse_redis_version
@@ -126,9 +127,15 @@ def repair_commands(health: dict[str, Health], unregistered: Unregistered, *, re
 
 def check_data_health(client: redis.Redis, queues: list[str], reading: VersionReading, *,
                       archive_cap: int = K.ARCHIVE_MAX_SIZE, redis_url: str = "",
-                      max_scan_keys: int = MAX_SCAN_KEYS) -> dict:
-    """Every check above, as one JSON-able dict: version, hazards, per-queue health, unregistered, repairs."""
-    health = {q: check_health(client, q, archive_cap=archive_cap) for q in queues}
+                      max_scan_keys: int = MAX_SCAN_KEYS, max_hashes: int | None = None,
+                      aggregate: FailureAggregate | None = None) -> dict:
+    """Every check above, as one JSON-able dict: version, hazards, per-queue health, unregistered, repairs.
+    ``max_hashes``: per queue, the task hashes looked at for orphans (None: all). ``aggregate``: the failed
+    tasks' aggregate of these queues, whose pass already checked every retry and archived id (not read again)."""
+    checked = aggregate.state_checks if aggregate is not None and aggregate.complete else {}
+    health = {q: check_health(client, q, archive_cap=archive_cap, max_hashes=max_hashes, known=checked.get(q),
+                              misplaced=aggregate.mismatched_ids.get(q) if checked.get(q) else None)
+              for q in queues}
     unregistered = unregistered_queues(client, max_keys=max_scan_keys)
     hazard = redis_hazard(reading.redis_version, reading.behaviour, assumed_by_default=reading.source == "default")
     repairs = repair_commands(health, unregistered, redis_url=redis_url, archive_cap=archive_cap)

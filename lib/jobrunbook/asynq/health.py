@@ -93,6 +93,7 @@ class Health:
     tasks_scanned: int
     ids_checked: int
     list_check_skipped: bool = False       # too many pending/active hashes to verify list membership
+    hashes_complete: bool = True           # False: the orphan scan stopped at max_hashes task hashes
 
     @property
     def archive_headroom(self) -> int:
@@ -115,9 +116,17 @@ def _s(b: bytes | str) -> str:
     return b.decode("utf-8", "backslashreplace") if isinstance(b, bytes) else str(b)
 
 
-def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples: int = 5,
-                 max_list_candidates: int = 200_000, archive_cap: int = keys.ARCHIVE_MAX_SIZE) -> Health:
-    """Check one queue's data (see the module doc). Raises ``RedisUnavailable`` if Redis goes away."""
+def check_health(client: redis.Redis, queue: str, *, batch: int = 500, examples: int = 5,
+                 max_list_candidates: int = 200_000, archive_cap: int = keys.ARCHIVE_MAX_SIZE,
+                 max_hashes: int | None = None, known: dict[str, dict] | None = None,
+                 misplaced: set[str] | None = None) -> Health:
+    """Check one queue's data (see the module doc). Raises ``RedisUnavailable`` if Redis goes away.
+
+    ``max_hashes``: look at no more task hashes than this for orphans (a runbook run bounds its time this
+    way; ``hashes_complete`` then says the scan stopped); the ids of every state are checked regardless.
+    ``known``: states already checked id by id elsewhere (the failed-task aggregate checks retry and
+    archived in its own pass: ``FailureAggregate.state_checks[queue]``), not read again; ``misplaced``: the
+    ids that check found in a set their hash does not name."""
     prefix = keys.task_key_prefix(queue)
     qprefix = keys.queue_prefix(queue)
     state_slice = client.register_script(_STATE_SLICE_LUA)
@@ -127,11 +136,18 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
     orphans, no_state = Finding(), Finding()
     ids_checked = scanned = 0
     list_candidates: dict[str, dict[str, bool]] = {"pending": {}, "active": {}}
-    misplaced: set[str] = set()  # ids in a set their hash does not name: mismatches, not orphans
+    misplaced = set(misplaced or ())  # ids in a set their hash does not name: mismatches, not orphans
     too_many = False
+    for state, done in (known or {}).items():
+        if state in missing:
+            missing[state] = Finding(done.get("missing", 0), list(done.get("missing_examples", []))[:examples])
+            mismatch[state] = Finding(done.get("mismatch", 0), list(done.get("mismatch_examples", []))[:examples])
+            ids_checked += done.get("ids", 0)
     with translate_errors(client, doing=f" checking the health of queue {queue!r}"):
         # 1. every id of every state: hash present, state field agrees
         for state in missing:
+            if state in (known or {}):
+                continue
             kind = "list" if state in ("pending", "active") else "zset"
             skey = keys.state_key(queue, state)
             start = 0
@@ -147,8 +163,12 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
                 if n < batch:
                     break
                 start += batch
-        # 2. every task hash: in the state it names
+        # 2. every task hash (or the first max_hashes): in the state it names
+        complete = True
         for chunk in _scan_chunks(client, prefix + "*", batch):
+            if max_hashes is not None and scanned >= max_hashes:
+                complete = False
+                break
             scanned += len(chunk)
             out = hash_slice(keys=chunk, args=[prefix, qprefix])
             for i in range(0, len(out), 3):
@@ -185,7 +205,8 @@ def check_health(client: redis.Redis, queue: str, *, batch: int = 1000, examples
         archive_size = client.zcard(keys.state_key(queue, "archived"))
     return Health(queue=queue, missing_hash=missing, state_mismatch=mismatch, orphans=orphans,
                   no_state_field=no_state, archive_size=archive_size, archive_cap=archive_cap,
-                  tasks_scanned=scanned, ids_checked=ids_checked, list_check_skipped=too_many)
+                  tasks_scanned=scanned, ids_checked=ids_checked, list_check_skipped=too_many,
+                  hashes_complete=complete)
 
 
 def _scan_chunks(client: redis.Redis, match: str, batch: int):

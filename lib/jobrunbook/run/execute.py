@@ -31,6 +31,7 @@ from jobrunbook.kernels import (
     WARMUP_CODE,
     KernelPool,
     RunKernelManager,
+    kernel_pid,
     run_silently,
     shutdown_now,
 )
@@ -57,6 +58,7 @@ class SectionResult:
     elapsed_s: float | None = None
     error: str | None = None
     degraded: str | None = None
+    peak_rss_mb: float | None = None  # the kernel's peak resident memory (VmHWM), read before it shut down
 
     def as_status(self, run_dir: Path) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -120,9 +122,22 @@ def _prelude(env: Mapping[str, str], cwd: str) -> str:
     return f"import os as _o\n_o.environ.update({dict(env)!r})\n_o.chdir({cwd!r})\ndel _o\n"
 
 
+def peak_rss_mb(pid: int | None) -> float | None:
+    """A process's peak resident memory in MB (Linux VmHWM), None when unknown."""
+    try:
+        for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _execute_one(src: Path, dst: Path, parameters: dict[str, Any], *, env: Mapping[str, str], cwd: str,
-                 timeout: float, pool: KernelPool | None, kernel_name: str) -> tuple[str, str | None]:
-    """Run one notebook by papermill; return (state, error). Never raises for a notebook's failure."""
+                 timeout: float, pool: KernelPool | None, kernel_name: str,
+                 memory: dict[str, float | None] | None = None) -> tuple[str, str | None]:
+    """Run one notebook by papermill; return (state, error). Never raises for a notebook's failure.
+    ``memory["peak_rss_mb"]`` gets the kernel's peak memory."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -161,6 +176,8 @@ def _execute_one(src: Path, dst: Path, parameters: dict[str, Any], *, env: Mappi
         return state, f"{type(exc).__name__}: {exc}"[:2000]
     finally:
         watchdog.cancel()
+        if memory is not None:
+            memory["peak_rss_mb"] = peak_rss_mb(kernel_pid(km))
         if pool is not None:
             pool.release(km)
         else:
@@ -379,8 +396,10 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
         save_status()
         if on_progress:
             on_progress(name, "running", 0.0)
+        memory: dict[str, float | None] = {}
         state, error = _execute_one(sources[name], res.notebook, injected, env=kernel_env, cwd=str(run_dir),
-                                    timeout=timeout, pool=pool, kernel_name=kernel_name)
+                                    timeout=timeout, pool=pool, kernel_name=kernel_name, memory=memory)
+        res.peak_rss_mb = memory.get("peak_rss_mb")
         res.state, res.error = state, error
         res.ended_at, res.elapsed_s = _now(clock), round(time.monotonic() - t, 3)
         if state != "ok":
@@ -394,7 +413,11 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
         if on_progress:
             on_progress(name, state, res.elapsed_s)
 
-    workers = max(1, max_parallel or min(4, os.cpu_count() or 1))
+    stages = plan_stages(list(results))
+    forking = pool.fork_server is not None if pool is not None else (fork_server is not None or ForkServer.available())
+    # forked kernels are cheap: every section of a stage starts at once (02 reads the most and must not wait for
+    # a free worker); kernels started the usual way, one per core
+    workers = max(1, max_parallel or (max(len(st) for st in stages) if forking else min(4, os.cpu_count() or 1)))
     own_pool = None
     if pool is None and prestart > 0:
         # a pool for this run only: its kernels carry this run's environment and serve one notebook each
@@ -411,7 +434,7 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
         threading.Thread(target=prewarm, name="jobrunbook-report-prewarm", daemon=True).start()
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobrunbook-section") as ex:
-            for stage in plan_stages(list(results)):
+            for stage in stages:
                 list(ex.map(run_section, stage))
         drawer.finish([r.notebook for r in results.values()], timeout=timeout)
         if render:
@@ -429,7 +452,8 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
 
     status.update(state="failed" if failed else "done", failed_sections=failed, ended_at=_now(clock),
                   duration_s=round(time.monotonic() - t0, 3), verdict=verdict.get("verdict"),
-                  top_cause=verdict.get("top_cause"), top_cause_name=normalise_verdict(verdict)["cause_name"])
+                  top_cause=verdict.get("top_cause"), top_cause_name=normalise_verdict(verdict)["cause_name"],
+                  process_peak_rss_mb=peak_rss_mb(None))  # the process that ran it (a service: since it started)
     report: Path | None = None
     if render:
         report = render_all(run_dir, outputs_dir, status, pdf=pdf is True, bodies=bodies)

@@ -13,6 +13,13 @@ from typing import Any
 from jobrunbook._exceptions import JobrunbookError
 from jobrunbook.sections._base import Context, Section, _finish, _unreachable, gap
 
+# What a run looks at beyond the ids of every state (all checked, retry and archived in the aggregate's own
+# pass): the task hashes per queue searched for orphans, and the keys searched for unregistered queues. Both are
+# SCANs of the whole keyspace (a check per hash for orphans), bounded so the section stays close to the
+# aggregate's time on a large incident; `jobrunbook inspect` does the whole of both.
+HEALTH_MAX_HASHES = 20_000
+HEALTH_MAX_KEYS = 50_000
+
 
 def task_timeouts(insp: Any, queues: list[str], *, sample: int = 100) -> dict[str, int]:
     """Each failing task type's timeout (seconds) as its tasks carry it, from a first page of retry/archived."""
@@ -44,13 +51,15 @@ def failing_task_types(ctx: Context) -> Section:
     try:
         insp = Inspector(connect(ctx.redis_connect_url, timeout=ctx.timeout))
         queues = [insp.queue_info(q) for q in insp.queues()]
-        agg = insp.failures()
-        history = [insp.history(q.queue, days=7) for q in queues]
+        names = [q.queue for q in queues]
+        version = insp.version(names, configured=s.asynq_version)
+        agg = insp.failures()  # its pass also checks every retry and archived id's hash (data health)
+        history = [insp.history(q, days=7) for q in names]
         servers = insp.servers()
-        timeouts = task_timeouts(insp, [q.queue for q in queues])
-        version = insp.version([q.queue for q in queues], configured=s.asynq_version)
-        health = check_data_health(insp.client, [q.queue for q in queues], version, archive_cap=s.archive_max_size,
-                                   redis_url=ctx.redis_url)
+        timeouts = task_timeouts(insp, names)
+        health = check_data_health(insp.client, names, version, archive_cap=s.archive_max_size,
+                                   redis_url=ctx.redis_url, max_hashes=HEALTH_MAX_HASHES,
+                                   max_scan_keys=HEALTH_MAX_KEYS, aggregate=agg)
     except JobrunbookError as exc:
         return _finish(ctx, "02_asynq", _unreachable("02_asynq", "asynq's Redis", exc))
     records = agg.to_records()
@@ -96,8 +105,15 @@ def failing_task_types(ctx: Context) -> Section:
     if repairs:
         reading += " Data health: " + "; ".join(f"{r['problem']} in {r['queue']} ({r['count']:,})" for r in repairs) + \
             " (repairs below, each a dry run first)."
+    bounded = [q for q, h in health["queues"].items() if not h.get("hashes_complete", True)]
+    if bounded or not health["unregistered"]["complete"]:
+        reading += (f" On this many tasks the keyspace was sampled: orphaned hashes looked for in the first "
+                    f"{HEALTH_MAX_HASHES:,} task hashes of {', '.join(bounded) or 'no queue'}, unregistered queues in "
+                    f"{health['unregistered']['keys_scanned']:,} keys (`jobrunbook inspect --redis-url "
+                    f"{ctx.redis_url}` checks them all).")
+    # every group: the table shows the first rows and says how many more (all of them are in the findings)
     shown = groups[["queue", "task_type", "cause", "count", "retry", "archived", "last_failed_at_iso",
-                    "example_error"]].head(20).rename(columns={"last_failed_at_iso": "last failed"})
+                    "example_error"]].rename(columns={"last_failed_at_iso": "last failed"})
     shown["example_error"] = shown["example_error"].str.slice(0, 140)
     return _finish(ctx, "02_asynq", Section(
         "02_asynq", reading, table=shown,
