@@ -254,7 +254,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--failed-tasks", default="", metavar="N[,N...]",
                    help="instead: the whole runbook against a demo incident with N failed tasks (e.g. 10000,100000,1000000)")
-    p.add_argument("--json-out", default="", help="write the rows for benchmarks/run.py's summary here")
+    p.add_argument("--summary-json", default="", help="write the rows for benchmarks/run.py's summary here")
     args, _ = p.parse_known_args(argv)
     logging.getLogger("papermill").setLevel(logging.ERROR)
     notebooks = args.notebooks.resolve()
@@ -271,7 +271,7 @@ def main(argv: list[str]) -> int:
                 print_scale(results[-1])
                 sys.stdout.flush()
         rows = [x for r in results for x in scale_rows(r)]
-        write(args.json_out, "run scale", rows, load=load_avg(),
+        write(args.summary_json, "run scale", rows, load=load_avg(),
               scale=[{k: v for k, v in r.items() if k != "runs"} | {"runs": [{k: v for k, v in x.items() if k != "status"}
                                                                               for x in r["runs"]]} for r in results])
         print(f"bench wall time {time.perf_counter() - t_all:.0f}s; {load_avg()}")
@@ -316,7 +316,7 @@ def main(argv: list[str]) -> int:
           f"<= 2x and < 4 s  {'ok' if r['ok'] and r['best'] < 4 else 'MISSED'}")
     print_sections("one-shot (best)", os_, os_status)
     print_sections("warm (best)", w, w_status)
-    write(args.json_out, "run", rows, load=load_avg())
+    write(args.summary_json, "run", rows, load=load_avg())
     print(f"bench wall time {time.perf_counter() - t_all:.0f}s; {load_avg()}")
     return 0
 
