@@ -95,22 +95,18 @@ class Run:
 
 
 def plan_stages(sections: list[str]) -> list[list[str]]:
-    """``00``-``04`` together, then every later section alone, in number order.
+    """``00``-``04`` together, then ``05`` and ``06`` together, then every later section alone, in number order.
 
     ``00`` reads only the alert and ``01``-``04`` each their own source, so none waits for another; ``05``
-    reads the findings of all five and ``06`` those of ``05``, so each waits for everything before it.
+    reads the findings of all five, and so does ``06`` (it plans from the diagnosis of those findings, made
+    as 05 makes it), so both wait for the first stage and not for each other.
     """
-    stages: list[list[str]] = []
-    parallel: list[str] | None = None
+    groups: dict[int, list[str]] = {}
     for name in sorted(sections):
-        if int(name[:2]) <= 4:
-            if parallel is None:
-                parallel = []
-                stages.append(parallel)
-            parallel.append(name)
-        else:
-            stages.append([name])
-    return stages
+        num = int(name[:2])
+        key = 0 if num <= 4 else 1 if num <= 6 else num
+        groups.setdefault(key, []).append(name)
+    return [groups[k] for k in sorted(groups)]
 
 
 def _now(clock: Callable[[], datetime]) -> str:

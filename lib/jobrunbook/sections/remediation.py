@@ -47,14 +47,12 @@ def remediation_plan(ctx: Context, *, max_plans: int = 8) -> Section:
     from jobrunbook.findings import read_findings
     from jobrunbook.remediate import TaskFilter, plan_remediation
     from jobrunbook.remediate.audit import append_audit
+    from jobrunbook.sections.diagnosis import run_diagnosis
 
-    diag, asynq = {}, {}
-    for name, doc in read_findings(ctx.run_dir).items():
-        data = doc.get("data", doc) if isinstance(doc, dict) else {}
-        if str(name).startswith("05"):
-            diag = data.get("diagnosis") or {}
-        elif str(name).startswith("02"):
-            asynq = data
+    # the diagnosis 05 makes, made here from the same findings of 00-04: 06 runs beside 05, not after it
+    diag = run_diagnosis(ctx)[0].to_dict()
+    asynq = next(((doc.get("data", doc) if isinstance(doc, dict) else {}) for name, doc in
+                  read_findings(ctx.run_dir).items() if str(name).startswith("02")), {})
     # (cause, command): the ranked causes' remediations, the top cause's first
     commands = [(c.get("key", ""), cmd) for c in diag.get("causes", []) for a in c.get("actions", [])
                 if a.get("changes_state") for cmd in a.get("commands", [])
