@@ -4,7 +4,8 @@
     floor_cold  N trivial notebooks, each by papermill with a fresh kernel, two at a time
     one-shot    `jobrunbook run --alert <demo alert.json>` as a new process on the real
                 notebooks (imports, kernels, every source queried, report rendered)
-    floor_warm  N trivial notebooks on N pre-started kernels (pool already warm)
+    floor_warm  N trivial notebooks on N pre-started kernels (pool already warm), two at a time:
+                kernels started the usual way, jupyter_client's client, no replacement starting
     warm        execute_run on a warm KernelPool (the service's way), report included
 
 N = the number of section notebooks in --notebooks (default: notebooks/). The demo
@@ -58,8 +59,11 @@ def floor_warm(n: int, out: Path) -> float:
     import papermill
     from jobrunbook.kernels import KernelPool
 
-    with KernelPool(size=n, parallel_starts=2) as pool:
+    # kernels started the usual way, no replacement starting during the measure, jupyter_client's own client
+    with KernelPool(size=n, parallel_starts=2, fork=False, max_starts=n) as pool:
         kms = [pool.acquire() for _ in range(n)]
+        for km in kms:
+            km.client_class = "jupyter_client.asynchronous.AsyncKernelClient"
         t = time.perf_counter()
 
         def one(i: int) -> None:

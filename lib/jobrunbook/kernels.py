@@ -7,7 +7,9 @@ manager, leaves the kernel running afterwards. That is the seam used here.
 
 - ``RunKernelManager``: an ``AsyncKernelManager`` that starts its kernel with
   the given environment and working directory and remembers the clients it
-  handed out, so they can be closed after papermill is done.
+  handed out, so they can be closed after papermill is done. Its clients
+  (``RunKernelClient``) skip the 0.2 s wait for a silent IOPub that
+  jupyter_client makes before each notebook.
 - ``KernelPool``: kernels started ahead of time with pandas and matplotlib
   already imported (silently: no execution count, no history). Each kernel
   runs ONE notebook; ``release`` shuts it down in the background and the pool
@@ -39,15 +41,17 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
+from queue import Empty
 from typing import Any
 
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
 from jobrunbook._exceptions import JobrunbookError, SourceTimeout
 from jobrunbook.kernelfork import Forked, ForkProvisioner, ForkServer, start_fork_server
 
-__all__ = ["RunKernelManager", "KernelPool", "WARMUP_CODE", "POOL_NICE", "run_silently", "close_clients",
+__all__ = ["RunKernelManager", "RunKernelClient", "KernelPool", "WARMUP_CODE", "POOL_NICE", "run_silently", "close_clients",
            "shutdown_now", "kernel_pid", "set_kernel_priority", "start_fork_server"]
 
 # Imported before a kernel is handed out: modules only, no state (each kernel still runs one notebook).
@@ -61,6 +65,34 @@ WARMUP_CODE = (
 POOL_NICE = 10  # how much lower than the caller a pool kernel runs until it is handed out
 
 
+class RunKernelClient(AsyncKernelClient):
+    """The client papermill gets for a run's kernel: ``wait_for_ready`` as jupyter_client's (kernel_info
+    answered, IOPub seen connected) without its last step, a 0.2 s wait for IOPub to fall silent that every
+    notebook paid. What it would have drained (the status messages of that kernel_info) belongs to no
+    cell: nbclient passes over messages whose parent is not the cell it executes."""
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:  # type: ignore[override]
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while True:
+            self.kernel_info()
+            try:
+                msg = await self.shell_channel.get_msg(timeout=1)
+            except Empty:
+                msg = None
+            if msg is not None and msg["msg_type"] == "kernel_info_reply":
+                try:  # IOPub connected: a status message of this request arrives on it
+                    await self.iopub_channel.get_msg(timeout=0.2)
+                except Empty:
+                    pass
+                else:
+                    self._handle_kernel_info_reply(msg)
+                    break
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+
+
 class RunKernelManager(AsyncKernelManager):
     """A kernel manager with a fixed environment and cwd that tracks its clients."""
 
@@ -68,6 +100,7 @@ class RunKernelManager(AsyncKernelManager):
                  fork_server: ForkServer | None = None, nice: int = 0, **kwargs: Any) -> None:
         # IPC (unix sockets, mode 0600 under a private temp name) rather than TCP ports open to every local user
         kwargs.setdefault("transport", "ipc")
+        kwargs.setdefault("client_class", "jobrunbook.kernels.RunKernelClient")
         if kwargs["transport"] == "ipc":
             kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(), f"jrk-{uuid.uuid4().hex[:12]}"))
         super().__init__(**kwargs)
