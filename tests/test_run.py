@@ -273,3 +273,20 @@ def test_pool_that_cannot_start_a_kernel_says_why_at_once(tmp_path, monkeypatch)
         assert time.monotonic() - t < 60  # the reason, not a 300 s wait
     finally:
         pool.close()
+
+
+def test_report_first_then_its_pdf_and_a_new_render_waits_for_it(tmp_path):
+    from jobrunbook.run.execute import render_all
+
+    run = execute_run(params_from_labels(["queue=pdf"]), notebooks_dir=NOTEBOOKS / "trivial", outputs_dir=tmp_path,
+                      timeout=60)
+    assert run.report is not None and run.report.is_file()  # returned with report.html, the PDF printing after
+    # rendering again (as the resolve does) right away waits for that print, then prints its own
+    status = json.loads((run.run_dir / "status.json").read_text())
+    render_all(run.run_dir, tmp_path, status)
+    assert run.wait_pdf(timeout=120)
+    final = json.loads((run.run_dir / "status.json").read_text())
+    assert "pdf_pending" not in final and final["pdf"] == "report.pdf", final.get("pdf_skipped")
+    assert final["state"] == "done" and final["report"] == "report.html"
+    pdf = run.run_dir / "report.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_mtime >= run.report.stat().st_mtime

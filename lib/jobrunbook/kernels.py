@@ -308,6 +308,11 @@ class KernelPool:
         if self._thread.is_alive():
             self._track(asyncio.run_coroutine_threadsafe(_shutdown(km), self._loop))
 
+    def ready_pids(self) -> list[int]:
+        """The process ids of the kernels waiting to be handed out."""
+        with self._cond:
+            return [pid for km in self._ready if (pid := kernel_pid(km))]
+
     # internals -------------------------------------------------------------
     def _errors_note(self) -> str:
         return f" (last errors: {'; '.join(self.errors[-3:])})" if self.errors else ""
