@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notebooks", type=absolute, default="notebooks", help="directory of NN_<section>.ipynb (default notebooks)")
     p.add_argument("--outputs", type=absolute, default="outputs", help="where run directories go (default outputs)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per section (default 300)")
-    p.add_argument("--parallel", type=int, default=None, help="sections 01-04 at once (default: cores, max 4)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="sections at once (default: all of a stage with forked kernels, else cores, max 4)")
     p.add_argument("--warm", type=int, default=0, metavar="N",
                    help="run on a pool of N pre-started kernels (what the service does); 0 = fresh kernel each")
     p.add_argument("--all", action="store_true", help="with --alert: every firing alert, not only the first")
