@@ -275,7 +275,7 @@ def set_run_state(run_dir: Path, state: str | None = None, **extra: Any) -> dict
 
 def wait_pdf(run_dir: str | os.PathLike, timeout: float | None = None) -> bool:
     """Wait for the report.pdf of ``run_dir`` being printed in the background, if any; True once none is."""
-    job = _PDF_JOBS.get(str(Path(run_dir)))
+    job = _PDF_JOBS.get(str(Path(run_dir).resolve()))
     if job is not None:
         job.join(timeout)
         return not job.is_alive()
@@ -296,7 +296,7 @@ def _pdf_fields(report: Path) -> dict[str, Any]:
 def print_pdf_later(run_dir: Path) -> threading.Thread:
     """Print ``run_dir/report.pdf`` in a thread (not a daemon: the process waits for it before it exits);
     status.json says ``pdf_pending`` until it is done, then ``pdf`` or ``pdf_skipped``."""
-    key = str(run_dir)
+    key = str(Path(run_dir).resolve())
 
     def job() -> None:
         try:
