@@ -69,12 +69,13 @@ def kernel_args(argv: list[str]) -> tuple[list[str], list[str]] | None:
 
 # -- the server (runs in its own process) ------------------------------------------------------------------
 def _child(req: dict[str, Any], server_pid: int, close_fds: Iterable[int]) -> None:
-    """In the forked child: become a kernel. Never returns."""
+    """In the forked child: become a kernel (or run the requested function). Never returns."""
     code = 1
     try:
         os.setsid()  # its own process group: interrupts and kills reach the kernel and what it started
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        # the signals as a fresh Python process has them (SIGPIPE stays ignored, as Python sets it)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in close_fds:
