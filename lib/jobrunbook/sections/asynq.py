@@ -8,6 +8,7 @@ problem found.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jobrunbook._exceptions import JobrunbookError
@@ -53,13 +54,17 @@ def failing_task_types(ctx: Context) -> Section:
         queues = [insp.queue_info(q) for q in insp.queues()]
         names = [q.queue for q in queues]
         version = insp.version(names, configured=s.asynq_version)
-        agg = insp.failures()  # its pass also checks every retry and archived id's hash (data health)
+        # the aggregate (its pass also checks every retry and archived id's hash) and the rest of the data
+        # health at once: Redis answers the scans while this kernel decodes the failed tasks
+        with ThreadPoolExecutor(1, thread_name_prefix="jobrunbook-aggregate") as ex:
+            reading = ex.submit(insp.failures)
+            health = check_data_health(insp.client, names, version, archive_cap=s.archive_max_size,
+                                       redis_url=ctx.redis_url, max_hashes=HEALTH_MAX_HASHES,
+                                       max_scan_keys=HEALTH_MAX_KEYS, aggregate=reading)
+            agg = reading.result()
         history = [insp.history(q, days=7) for q in names]
         servers = insp.servers()
         timeouts = task_timeouts(insp, names)
-        health = check_data_health(insp.client, names, version, archive_cap=s.archive_max_size,
-                                   redis_url=ctx.redis_url, max_hashes=HEALTH_MAX_HASHES,
-                                   max_scan_keys=HEALTH_MAX_KEYS, aggregate=agg)
     except JobrunbookError as exc:
         return _finish(ctx, "02_asynq", _unreachable("02_asynq", "asynq's Redis", exc))
     records = agg.to_records()
