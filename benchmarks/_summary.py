@@ -19,11 +19,12 @@ from typing import Any
 
 def row(bench: str, measure: str, values: list[float], *, unit: str, target: str, limit: float = 1.0,
         floors: list[float] | None = None, bound: float | None = None, higher_is_better: bool = False,
-        note: str = "") -> dict[str, Any]:
+        note: str = "", informative: bool = False) -> dict[str, Any]:
     """One measure over its repeats. Compared with ``floors`` (the same repeats' floors, measured in the same
     run: ratio = value / floor, or floor / value when ``higher_is_better``) or with an absolute ``bound``
     (ratio = value / bound). ``limit``: the ratio the target allows (1.3 for "<= 1.3x floor", 0.7 for
-    ">= 0.7 of the floor's speed"; 1.0 for a bound)."""
+    ">= 0.7 of the floor's speed"; 1.0 for a bound). ``informative``: measured against the target's
+    yardstick, but the target is set for another size (``ok`` is None: neither met nor missed)."""
     ref = floors if floors else [bound or 1.0] * len(values)
 
     def ratio(v: float, f: float) -> float:
@@ -38,7 +39,8 @@ def row(bench: str, measure: str, values: list[float], *, unit: str, target: str
     return {"bench": bench, "measure": measure, "unit": unit, "best": best_value,
             "median": statistics.median(values), "floor": min(floors) if floors else None, "bound": bound,
             "ratio_best": round(ratio_best, 3), "ratio_median": round(statistics.median(ratios), 3),
-            "target": target, "limit": limit, "higher_is_better": higher_is_better, "ok": bool(ok),
+            "target": target, "limit": limit, "higher_is_better": higher_is_better,
+            "ok": None if informative else bool(ok),
             "repeats": len(values), "values": values, "floors": floors or [], "note": note}
 
 

@@ -242,7 +242,8 @@ def scale_rows(r: dict) -> list[dict]:
     label = f"{n // 1000}k" if n < 1_000_000 else f"{n / 1e6:g}M"
     return [
         row("run scale", f"{label}: report vs aggregate floor + 3 s", [x["report_s"] for x in runs], unit="s",
-            floors=[x["floor"] + 3.0 for x in runs], limit=1.0, target="<= floor + 3 s"),
+            floors=[x["floor"] + 3.0 for x in runs], limit=1.0,
+            target="<= floor + 3 s" if n >= 1_000_000 else "(the target is at 1M)", informative=n < 1_000_000),
         row("run scale", f"{label}: peak RSS of any kernel", [x["kernel_rss_mb"] for x in runs], unit="MB",
             bound=300, target="< 300 MB"),
         row("run scale", f"{label}: report.html size", [x["report_bytes"] / 1e6 for x in runs], unit="MB",

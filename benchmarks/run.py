@@ -84,10 +84,15 @@ def print_summary(summary: dict) -> None:
         ref = r.get("floor") if r.get("floor") is not None else r.get("bound")
         print(f"{r['bench']:<12}{r['measure'][:51]:<52}{_num(r['best']):>9}{_num(r['median']):>9}  "
               f"{r.get('unit', ''):<5}{_num(ref):>9}{_num(r['ratio_best']):>8}{_num(r['ratio_median']):>8}  "
-              f"{str(r['target'])[:33]:<34}{'yes' if r['ok'] else 'NO'}")
-    missed = [r for r in summary["rows"] if not r["ok"]]
-    print(f"{len(summary['rows']) - len(missed)} of {len(summary['rows'])} met"
+              f"{str(r['target'])[:33]:<34}{_ok(r['ok'])}")
+    held = [r for r in summary["rows"] if r["ok"] is not None]
+    missed = [r for r in held if not r["ok"]]
+    print(f"{len(held) - len(missed)} of {len(held)} targets met"
           + (f"; missed: {', '.join(r['bench'] + ' / ' + r['measure'] for r in missed)}" if missed else ""))
+
+
+def _ok(ok: bool | None) -> str:
+    return "-" if ok is None else "yes" if ok else "NO"
 
 
 def compare(old_path: Path, new_path: Path) -> None:
@@ -97,7 +102,7 @@ def compare(old_path: Path, new_path: Path) -> None:
     for r in new["rows"]:
         o = before.get((r["bench"], r["measure"]), {})
         print(f"{r['bench']:<12}{r['measure'][:51]:<52}{_num(o.get('ratio_best')):>10}{_num(r['ratio_best']):>10}"
-              f"{_num(o.get('best')):>10}{_num(r['best']):>10}  {'yes' if r['ok'] else 'NO'}")
+              f"{_num(o.get('best')):>10}{_num(r['best']):>10}  {_ok(r['ok'])}")
     print(f"old: {old['started']['at']} ({old['started']['load']}); new: {new['started']['at']} "
           f"({new['started']['load']})")
 
