@@ -167,10 +167,12 @@ def notebook_body(path: Path, exporter: Any = None) -> str:
     """The executed notebook as HTML: outputs and markdown only, sanitised, images inline."""
     import nbformat
 
-    global _EXPORTER
     nb = nbformat.read(str(path), as_version=4)
-    if exporter is not None:
-        return exporter.from_notebook_node(nb)[0]
+    return exporter.from_notebook_node(nb)[0] if exporter is not None else _convert(nb)
+
+
+def _convert(nb: Any) -> str:
+    global _EXPORTER
     with _EXPORTER_LOCK:
         if _EXPORTER is None:
             _EXPORTER = _exporter()
@@ -182,14 +184,9 @@ def prewarm() -> None:
     first report does not pay for them: a run calls it while its first kernels start."""
     import nbformat
 
-    global _EXPORTER
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# warm"), nbformat.v4.new_code_cell(
+    _convert(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# warm"), nbformat.v4.new_code_cell(
         "x", outputs=[nbformat.v4.new_output("display_data", data={"text/html": "<table><tr><td>1</td></tr></table>",
-                                                                   "text/markdown": "**x**"})])])
-    with _EXPORTER_LOCK:
-        if _EXPORTER is None:
-            _EXPORTER = _exporter()
-        _EXPORTER.from_notebook_node(nb)
+                                                                   "text/markdown": "**x**"})])]))
 
 
 _DROP_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed", "template"})
