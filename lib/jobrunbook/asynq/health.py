@@ -12,8 +12,10 @@
 ``jobrunbook.asynq.hazards`` adds the checks beyond one queue and the repairs.
 
 Everything is read in slices: ranks of a list/zset in Lua batches of
-``batch`` ids, task hashes with SCAN COUNT ``batch`` and a Lua check per
-slice, so no single call blocks Redis for more than a few milliseconds.
+``batch`` ids (250), task hashes with SCAN COUNT ``batch`` and a Lua check per
+slice (a hash read and a set lookup per key: 500 keys a call took up to 12 ms
+on a busy 2-core machine), so no single call blocks Redis for more than a few
+milliseconds.
 Memory is bounded: only counts and up to ``examples`` ids per finding are
 kept (plus, for the orphan check of the pending/active lists, the ids of
 hashes that claim those states, capped at ``max_list_candidates``).
@@ -117,7 +119,7 @@ def _s(b: bytes | str) -> str:
     return b.decode("utf-8", "backslashreplace") if isinstance(b, bytes) else str(b)
 
 
-def check_health(client: redis.Redis, queue: str, *, batch: int = 500, examples: int = 5,
+def check_health(client: redis.Redis, queue: str, *, batch: int = 250, examples: int = 5,
                  max_list_candidates: int = 200_000, archive_cap: int = keys.ARCHIVE_MAX_SIZE,
                  max_hashes: int | None = None, known: Mapping[str, dict] | Callable[[], tuple] | None = None,
                  misplaced: set[str] | None = None, elsewhere: tuple[str, ...] = ()) -> Health:
