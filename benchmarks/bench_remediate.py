@@ -7,7 +7,7 @@ db 0 and asynq's approach (one script over the whole set, as its runAllCmd)
 on db 1, checks that both leave the same pending list, and prints a table:
 total time and the longest single Redis call of each.
 
-    python benchmarks/bench_remediate.py [--tasks 100000]
+    python benchmarks/bench_remediate.py [--tasks 100000] [--repeat 3] [--summary-json PATH]
 """
 
 from __future__ import annotations
@@ -109,8 +109,20 @@ def bench(n: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=100_000)
-    args = ap.parse_args(argv)
-    rows, load_s = bench(args.tasks)
+    ap.add_argument("--repeat", type=int, default=3, help="runs, each on freshly loaded data")
+    ap.add_argument("--summary-json", default="", help="the rows for benchmarks/run.py's summary")
+    args, _unknown = ap.parse_known_args(argv)
+    reps = [bench(args.tasks) for _ in range(max(1, args.repeat))]
+    rows, load_s = min(reps, key=lambda r: r[0][0]["longest_ms"])
+    from _summary import load_avg, row, write
+
+    write(args.summary_json, "remediation", [
+        row("remediation", f"run-all {args.tasks // 1000}k: longest Redis call (batched)",
+            [r[0][0]["longest_ms"] for r in reps], unit="ms", bound=TARGET_MS, target=f"< {TARGET_MS:.0f} ms",
+            note="same pending list as asynq's one call: "
+                 + ("yes" if all(r[0][0]["same_result"] for r in reps) else "NO")
+                 + f"; asynq's one call: {min(r[0][1]['longest_ms'] for r in reps):.0f} ms"),
+    ], load=load_avg())
     print(f"run-all of {args.tasks:,} retry tasks (loaded in {load_s:.1f} s; longest call from SLOWLOG, "
           f"slowlog-log-slower-than 0; target < {TARGET_MS:.0f} ms)")
     head = f"{'approach':34} {'tasks':>8} {'total s':>8} {'select s':>8} {'Lua calls':>9} {'logged cmds':>11} " \

@@ -198,7 +198,7 @@ def wait_for(url: str, predicate, timeout: float) -> list[dict]:
         time.sleep(0.5)
 
 
-def storm(tmp: Path, n: int) -> bool:
+def storm(tmp: Path, n: int) -> tuple[bool, dict[str, float]]:
     proc, url = start(tmp / "storm")
     try:
         # runs executing before the storm: a few alerts of a group of their own
@@ -251,10 +251,11 @@ def storm(tmp: Path, n: int) -> bool:
     ok = len(lat) == len(payloads) and running_before > 0 and worker_cpu > 0 and (sampler.worker_nice or 0) > 0
     if not ok:
         print("!! storm: a POST got no 2xx, no run executed during the storm, or the worker was not niced")
-    return ok
+    return ok, {"p99": p99, "p50": pct(lat, 0.5), "floor_p99": pct(floor_all, 0.99),
+                "floor_p50": pct(floor_all, 0.5), "rss_server_mib": sampler.rss_server / 2**20}
 
 
-def kill9(tmp: Path, n: int) -> bool:
+def kill9(tmp: Path, n: int) -> tuple[bool, int]:
     outputs = tmp / "killed"
     proc, url = start(outputs)
     payloads = bodies(n, seed=2)
@@ -279,18 +280,42 @@ def kill9(tmp: Path, n: int) -> bool:
     lost = acked - ran - displaced
     print(f"kill -9 after {len(answers)} 2xx answers: {len(acked)} alerts queued by them, {len(acked & ran)} run "
           f"after the restart, {len(displaced)} left (capped) for a later critical: {'ok' if not lost else 'MISSED'}")
-    return not lost and len(acked) > 0
+    return not lost and len(acked) > 0, len(lost)
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--posts", type=int, default=1000)
     p.add_argument("--no-kill", action="store_true", help="skip the kill -9 part")
+    p.add_argument("--repeat", type=int, default=3, help="storms, each against a fresh server")
+    p.add_argument("--summary-json", default="", help="the rows for benchmarks/run.py's summary")
     args, _ = p.parse_known_args(argv)
+    stats, lost = [], None
+    ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        ok = storm(Path(tmp), args.posts)
+        for i in range(max(1, args.repeat)):
+            print(f"-- storm {i + 1} of {max(1, args.repeat)}")
+            good, st = storm(Path(tmp) / f"s{i}", args.posts)
+            ok &= good
+            stats.append(st)
         if not args.no_kill:
-            ok &= kill9(Path(tmp), min(args.posts, 300))
+            good, lost = kill9(Path(tmp), min(args.posts, 300))
+            ok &= good
+    from _summary import load_avg, row, write
+
+    rows = [
+        row("service", f"accept p99 of {args.posts:,} POSTs, runs executing", [s["p99"] for s in stats], unit="ms",
+            bound=50.0, target="< 50 ms",
+            note=f"floor GET /healthz p99 {min(s['floor_p99'] for s in stats):.2f} ms under the same load"),
+        row("service", "accept p99 against the GET /healthz floor", [s["p99"] for s in stats], unit="ms",
+            floors=[s["floor_p99"] for s in stats], target="the floor's tail", informative=True),
+        row("service", "webhook process peak RSS", [s["rss_server_mib"] for s in stats], unit="MiB", bound=200.0,
+            target="< 200 MiB"),
+    ]
+    if lost is not None:
+        rows.append(row("service", "acknowledged alerts not run after kill -9", [float(lost)], unit="alerts",
+                        bound=1.0, limit=0.0, target="0"))
+    write(args.summary_json, "service", rows, load=load_avg())
     return 0 if ok else 1
 
 

@@ -81,3 +81,43 @@ def test_durations_of_very_different_types_all_show():
     assert [seg[0][1] for c in ax.collections for seg in c.get_segments()] == [5]  # report:generate's own timeout
     same_scale = charts.duration_chart(dur.assign(p50=[1.9, 0.5], p95=[9.4, 0.9], p99=[9.9, 1.2])).axes[0]
     assert same_scale.get_yscale() == "linear"
+
+
+def test_chart_handed_over_as_data_is_drawn_into_its_notebook(tmp_path, monkeypatch):
+    import base64
+    import json
+
+    import nbformat
+    from jobrunbook import chartspec
+    from matplotlib.figure import Figure
+
+    data = pd.DataFrame({"queue": ["default", "low"], "retry": [120, 3], "archived": [7, 40]})
+    assert isinstance(chartspec.figure("queue_depth_chart", data), Figure)  # a notebook run by hand draws
+    monkeypatch.setenv(chartspec.DEFER_ENV, "1")
+    spec = chartspec.figure("queue_depth_chart", data)
+    bad = chartspec.figure("duration_chart", pd.DataFrame({"task_type": ["a"]}))  # no p50/p95/p99 columns
+    assert isinstance(spec, chartspec.ChartSpec) and isinstance(bad, chartspec.ChartSpec)
+    run_dir = tmp_path / "run"
+    chartspec.save_spec(spec, run_dir, "queue_depth", "02_asynq")
+    chartspec.save_spec(bad, run_dir, "durations", "03_metrics")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("show()", outputs=[
+        nbformat.v4.new_output("display_data", data=spec.bundle("queue_depth")),
+        nbformat.v4.new_output("display_data", data=bad.bundle("durations"))])])
+    path = tmp_path / "02_asynq.ipynb"
+    nbformat.write(nb, path)
+    assert [p.stem for p in chartspec.pending_specs(run_dir)] == ["durations", "queue_depth"]
+    assert chartspec.render_specs(run_dir) == ["queue_depth"]  # the bad one is said, not raised
+    assert "needs columns" in (run_dir / "charts" / "durations.error").read_text()
+    assert chartspec.embed_charts(path, run_dir) == 2
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    png = (run_dir / "charts" / "queue_depth.png").read_bytes()
+    assert base64.b64decode(outputs[0].data["image/png"]) == png and png[:4] == b"\x89PNG"
+    assert outputs[1].data == {"text/plain": "chart durations could not be drawn: " +
+                               (run_dir / "charts" / "durations.error").read_text()}
+    assert chartspec.CHART_MIME not in path.read_text()
+    # the spec keeps the figure's data: the same chart again from the JSON alone
+    doc = json.loads((run_dir / "charts" / "queue_depth.json").read_text())
+    assert doc["section"] == "02_asynq" and doc["data"][1] == {"queue": "low", "retry": 3, "archived": 40}
+    assert chartspec.ChartSpec.from_json(doc).draw().axes[0].get_title() == spec.draw().axes[0].get_title()
+    with pytest.raises(ValueError, match="unknown chart kind"):
+        chartspec.ChartSpec("os.system", [])

@@ -114,9 +114,11 @@ def test_secrets_leave_the_parameters_for_the_kernels_environment():
         "JOBRUNBOOK_REDIS_PASSWORD": "onlysecret"}
 
 
-def test_stages_run_00_then_01_04_together_then_the_rest():
+def test_stages_run_00_with_01_04_and_05_waits_for_them():
     names = ["06_x", "00_a", "03_c", "01_b", "05_d", "04_e", "02_f", "07_g"]
-    assert plan_stages(names) == [["00_a"], ["01_b", "02_f", "03_c", "04_e"], ["05_d"], ["06_x"], ["07_g"]]
+    # 00 reads only the alert: it runs alongside 01-04; 05 and 06 read all five's findings: they wait for them
+    assert plan_stages(names) == [["00_a", "01_b", "02_f", "03_c", "04_e"], ["05_d", "06_x"], ["07_g"]]
+    assert plan_stages(["05_d", "06_x", "08_y"]) == [["05_d", "06_x"], ["08_y"]]
 
 
 def test_run_directory_contract(cold_run):
@@ -137,8 +139,13 @@ def test_run_directory_contract(cold_run):
     assert status["report"] == "report.html" and run.report == d / "report.html"
     # progress: every section reported running then its final state
     assert ("02_asynq", "failed") in seen and ("00_alert", "running") in seen and len(seen) == 12
-    assert seen[:2] == [("00_alert", "running"), ("00_alert", "ok")]
-    assert [s for s, _ in seen[-4:]] == ["05_diagnosis", "05_diagnosis", "06_remediation", "06_remediation"]
+    # 00 starts with 01-04 (no ended section before both ran), and 05 starts only after all of them ended
+    first_end = min(i for i, (_, st) in enumerate(seen) if st != "running")
+    assert {s for s, st in seen[:first_end]} >= {"00_alert", "01_logs"}
+    for late in ("05_diagnosis", "06_remediation"):
+        starts = seen.index((late, "running"))
+        assert {s for s, st in seen[:starts] if st != "running"} == {"00_alert", "01_logs", "02_asynq", "03_metrics"}
+    assert {s for s, _ in seen[-4:]} == {"05_diagnosis", "06_remediation"}
 
 
 def test_failed_section_keeps_notebook_banner_and_finding(cold_run):
@@ -266,3 +273,20 @@ def test_pool_that_cannot_start_a_kernel_says_why_at_once(tmp_path, monkeypatch)
         assert time.monotonic() - t < 60  # the reason, not a 300 s wait
     finally:
         pool.close()
+
+
+def test_report_first_then_its_pdf_and_a_new_render_waits_for_it(tmp_path):
+    from jobrunbook.run.execute import render_all
+
+    run = execute_run(params_from_labels(["queue=pdf"]), notebooks_dir=NOTEBOOKS / "trivial", outputs_dir=tmp_path,
+                      timeout=60)
+    assert run.report is not None and run.report.is_file()  # returned with report.html, the PDF printing after
+    # rendering again (as the resolve does) right away waits for that print, then prints its own
+    status = json.loads((run.run_dir / "status.json").read_text())
+    render_all(run.run_dir, tmp_path, status)
+    assert run.wait_pdf(timeout=120)
+    final = json.loads((run.run_dir / "status.json").read_text())
+    assert "pdf_pending" not in final and final["pdf"] == "report.pdf", final.get("pdf_skipped")
+    assert final["state"] == "done" and final["report"] == "report.html"
+    pdf = run.run_dir / "report.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_mtime >= run.report.stat().st_mtime

@@ -51,9 +51,7 @@ from jobrunbook._exceptions import ConfigError
 from jobrunbook._urls import redact_url, split_url_password
 from jobrunbook.config_file import Lines, find_secrets, read_config_file, unknown_key_error
 from jobrunbook.diagnosis.causes import SERVED_ALERTNAMES
-from jobrunbook.sources.alerts import RELATED_ALERTS
-from jobrunbook.sources.logs import LOG_KINDS
-from jobrunbook.sources.metrics import MetricNames
+from jobrunbook.sources.names import LOG_KINDS, RELATED_ALERTS, MetricNames
 
 __all__ = ["Settings", "Target", "Config", "load_config", "load_settings", "settings_for", "ENV_NAMES",
            "CONFIG_ENV", "REDIS_PASSWORD_ENV", "POSTGRES_DSN_ENV", "SERVED_ALERTNAMES", "parse_health_urls",

@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import os
+import threading
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,8 @@ from jobrunbook import clock
 from jobrunbook.findings import read_findings, summarize_verdict
 from jobrunbook.record import read_status
 
-__all__ = ["clean_html", "render_report", "render_index", "write_rca", "verdict_line", "normalise_verdict", "notebook_body"]
+__all__ = ["clean_html", "render_report", "render_index", "write_rca", "verdict_line", "normalise_verdict", "notebook_body",
+           "prewarm"]
 
 UNKNOWN = "unknown"
 
@@ -175,14 +177,34 @@ def verdict_line(verdict: Mapping[str, Any]) -> str:
             f"{v['task_types']} | {v['headline']}")
 
 
+_EXPORTER: Any = None
+_EXPORTER_LOCK = threading.Lock()  # one exporter for the process (its templates compiled once), used by one at a time
+
+
 def notebook_body(path: Path, exporter: Any = None) -> str:
     """The executed notebook as HTML: outputs and markdown only, sanitised, images inline."""
     import nbformat
 
-    exporter = exporter or _exporter()
     nb = nbformat.read(str(path), as_version=4)
-    body, _ = exporter.from_notebook_node(nb)
-    return body
+    return exporter.from_notebook_node(nb)[0] if exporter is not None else _convert(nb)
+
+
+def _convert(nb: Any) -> str:
+    global _EXPORTER
+    with _EXPORTER_LOCK:
+        if _EXPORTER is None:
+            _EXPORTER = _exporter()
+        return _EXPORTER.from_notebook_node(nb)[0]
+
+
+def prewarm() -> None:
+    """Build the exporter and convert a small notebook once (nbconvert's imports, its templates), so that the
+    first report does not pay for them: a run calls it while its first kernels start."""
+    import nbformat
+
+    _convert(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# warm"), nbformat.v4.new_code_cell(
+        "x", outputs=[nbformat.v4.new_output("display_data", data={"text/html": "<table><tr><td>1</td></tr></table>",
+                                                                   "text/markdown": "**x**"})])]))
 
 
 _DROP_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed", "template"})
@@ -303,8 +325,12 @@ def _resolution_chart(findings: Mapping[str, Any], status: Mapping[str, Any]) ->
         return None
 
 
-def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = None) -> Path:
-    """Write ``run_dir/report.html`` from the executed notebooks, the findings and status.json."""
+def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = None,
+                  bodies: Mapping[str, str] | None = None) -> Path:
+    """Write ``run_dir/report.html`` from the executed notebooks, the findings and status.json.
+
+    ``bodies``: section name -> its notebook already converted (``notebook_body``, by the run as each
+    section ended); the others are converted here."""
     from markupsafe import Markup
 
     from jobrunbook.history import alert_history
@@ -313,7 +339,6 @@ def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | Non
     status = dict(status or read_status(run_dir))
     findings = read_findings(run_dir)
     v = normalise_verdict(summarize_verdict(findings))
-    exporter = _exporter()
     states = status.get("sections") or {}
     names = sorted(set(states) | {p.stem for p in (run_dir / "notebooks").glob("*.ipynb")})
     sections = []
@@ -321,7 +346,7 @@ def render_report(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | Non
         st = states.get(name, {})
         nb_path = run_dir / "notebooks" / f"{name}.ipynb"
         try:
-            body = Markup(notebook_body(nb_path, exporter)) if nb_path.exists() else \
+            body = Markup((bodies or {}).get(name) or notebook_body(nb_path)) if nb_path.exists() else \
                 Markup("<p>The notebook did not start; see the error above.</p>")
         except Exception as exc:  # noqa: BLE001 - one unreadable notebook must not hide the others
             body = Markup("<p class='failed-note'>Could not render this notebook: {}</p>").format(

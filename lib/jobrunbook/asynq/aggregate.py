@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import redis
 from google.protobuf.message import DecodeError
@@ -47,16 +47,22 @@ OTHER = "(other)"
 # distinct error texts counted per group (three order ids folded into "capture order <n>": 3); past this, "more than"
 DISTINCT_CAP = 100
 DEFAULT_BATCH = 500  # ids per Lua call: ~2.5 ms of Redis time here; 1,000 took ~5 ms on this machine
+MAX_MISPLACED = 200_000  # ids kept per queue whose hash names another state (the orphan check skips them)
 
-# The msg of every id of a rank slice, and the ids whose hash is gone.
+# The msg of every id of a rank slice, the ids whose hash is gone, and (given the set's state as ARGV[4]) the
+# ids whose hash names another state, each followed by that state: the data-health check of these ids,
+# made in the same pass (``FailureAggregate.state_checks``).
 BATCH_LUA = """
 local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2])
-local msgs, gone = {}, {}
+local msgs, gone, wrong = {}, {}, {}
 for _, id in ipairs(ids) do
-  local m = redis.call('HGET', ARGV[3] .. id, 'msg')
-  if m then msgs[#msgs + 1] = m else gone[#gone + 1] = id end
+  local h = redis.call('HMGET', ARGV[3] .. id, 'msg', 'state')
+  if h[1] then
+    msgs[#msgs + 1] = h[1]
+    if ARGV[4] and h[2] ~= ARGV[4] then wrong[#wrong + 1] = id; wrong[#wrong + 1] = h[2] or '' end
+  else gone[#gone + 1] = id end
 end
-return {#ids, msgs, gone}
+return {#ids, msgs, gone, wrong}
 """
 
 
@@ -95,6 +101,10 @@ class FailureAggregate:
     complete: bool = True
     incomplete_reason: str | None = None
     elapsed_seconds: float = 0.0
+    # queue -> state -> {"missing": n, "missing_examples", "mismatch": n, "mismatch_examples" ["id=state"],
+    # "ids": n read}: every id of these sets checked as ``asynq.health`` checks a state, in the same pass
+    state_checks: dict[str, dict[str, dict]] = field(default_factory=dict)
+    mismatched_ids: dict[str, set[str]] = field(default_factory=dict, repr=False)  # queue -> ids (bounded)
 
     def to_records(self) -> list[dict]:
         return [g.to_record() for g in self.groups]
@@ -123,7 +133,7 @@ class FailureAggregate:
         return sorted(acc.values(), key=lambda r: (-r["count"], r["queue"], r["task_type"]))
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k != "groups"}
+        d = {k: v for k, v in asdict(self).items() if k not in ("groups", "mismatched_ids")}
         d["groups"] = self.to_records()
         return d
 
@@ -172,14 +182,14 @@ def _decode_lenient(buf: bytes) -> tuple[str, str, int, int, str] | None:
 class _Reader:
     """Rank slices of one zset through one connection, the next slice requested before this one is used."""
 
-    def __init__(self, client: redis.Redis, sha: str, key: str, prefix: str, batch: int) -> None:
-        self.client, self.sha, self.key, self.prefix, self.batch = client, sha, key, prefix, batch
+    def __init__(self, client: redis.Redis, sha: str, key: str, prefix: str, batch: int, state: str) -> None:
+        self.client, self.sha, self.key, self.prefix, self.batch, self.state = client, sha, key, prefix, batch, state
         self.conn = client.connection_pool.get_connection()
         self.start = 0
 
     def send(self) -> None:
         self.conn.send_command("EVALSHA", self.sha, 1, self.key, self.start, self.start + self.batch - 1,
-                               self.prefix)
+                               self.prefix, self.state)
         self.start += self.batch
 
     def read(self):
@@ -223,6 +233,8 @@ def _aggregate(client: redis.Redis, queues: list[str], *, batch: int, max_groups
     anomalies = {"missing_hash": 0, "corrupt_msg": 0, "non_utf8_text": 0}
     anomaly_examples: dict[str, list[str]] = {k: [] for k in anomalies}
     by_state = dict.fromkeys(states, 0)
+    state_checks: dict[str, dict[str, dict]] = {}
+    mismatched_ids: dict[str, set[str]] = {}
     complete, reason = True, None
     new_message = asynq_pb2.TaskMessage
     started = False
@@ -231,16 +243,32 @@ def _aggregate(client: redis.Redis, queues: list[str], *, batch: int, max_groups
         prefix = keys.task_key_prefix(queue)
         for state in states:
             local: dict[str, list] = {}   # raw error -> stats entry of the type last seen with it
-            reader = _Reader(client, sha, keys.state_key(queue, state), prefix, batch)
+            reader = _Reader(client, sha, keys.state_key(queue, state), prefix, batch, state)
+            check = state_checks.setdefault(queue, {}).setdefault(
+                state, {"ids": 0, "missing": 0, "missing_examples": [], "mismatch": 0, "mismatch_examples": []})
+            misplaced = mismatched_ids.setdefault(queue, set())
             broken = False
             try:
                 reader.send()
                 while True:
-                    n, msgs, gone = reader.read()
+                    n, msgs, gone, wrong = reader.read()
                     started = True
                     if n == batch:
                         reader.send()
                     by_state[state] += n
+                    check["ids"] += n
+                    for tid in gone:
+                        check["missing"] += 1
+                        if len(check["missing_examples"]) < examples:
+                            check["missing_examples"].append(tid.decode("utf-8", "backslashreplace"))
+                    for i in range(0, len(wrong), 2):
+                        tid = wrong[i].decode("utf-8", "backslashreplace")
+                        check["mismatch"] += 1
+                        if len(check["mismatch_examples"]) < examples:
+                            st = wrong[i + 1].decode("utf-8", "backslashreplace") if wrong[i + 1] else "(none)"
+                            check["mismatch_examples"].append(f"{tid}={st}")
+                        if len(misplaced) < MAX_MISPLACED:
+                            misplaced.add(tid)
                     # a fresh message per slice: upb keeps every parse's strings in the
                     # message's arena until the message is dropped
                     pb = new_message()
@@ -318,7 +346,8 @@ def _aggregate(client: redis.Redis, queues: list[str], *, batch: int, max_groups
                             anomalies=anomalies, anomaly_examples=anomaly_examples,
                             overflow_tasks=overflow,
                             complete=complete, incomplete_reason=reason,
-                            elapsed_seconds=time.perf_counter() - t0)
+                            elapsed_seconds=time.perf_counter() - t0, state_checks=state_checks,
+                            mismatched_ids=mismatched_ids)
 
 
 def _merge(stats: dict[tuple[str, str, str, str], list], examples: int) -> list[FailureGroup]:

@@ -20,11 +20,13 @@ version reading into one JSON-able dict; ``repair_commands`` lists what to run.
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 
 import redis
 
 from jobrunbook.asynq import keys as K
+from jobrunbook.asynq.aggregate import FailureAggregate
 from jobrunbook.asynq.connection import translate_errors
 from jobrunbook.asynq.health import Health, check_health
 from jobrunbook.asynq.versions import Behaviour, VersionReading, parse_redis_version
@@ -126,9 +128,25 @@ def repair_commands(health: dict[str, Health], unregistered: Unregistered, *, re
 
 def check_data_health(client: redis.Redis, queues: list[str], reading: VersionReading, *,
                       archive_cap: int = K.ARCHIVE_MAX_SIZE, redis_url: str = "",
-                      max_scan_keys: int = MAX_SCAN_KEYS) -> dict:
-    """Every check above, as one JSON-able dict: version, hazards, per-queue health, unregistered, repairs."""
-    health = {q: check_health(client, q, archive_cap=archive_cap) for q in queues}
+                      max_scan_keys: int = MAX_SCAN_KEYS, max_hashes: int | None = None,
+                      aggregate: FailureAggregate | Future | None = None) -> dict:
+    """Every check above, as one JSON-able dict: version, hazards, per-queue health, unregistered, repairs.
+    ``max_hashes``: per queue, the task hashes looked at for orphans (None: all). ``aggregate``: the failed
+    tasks' aggregate of these queues, whose pass checks every retry and archived id (not read again here),
+    or the future of one still reading: the rest is checked meanwhile and its result awaited at the end."""
+
+    def from_aggregate(queue: str):
+        def known() -> tuple[dict | None, set | None]:
+            agg = aggregate.result() if isinstance(aggregate, Future) else aggregate
+            if not agg.complete:  # stopped early: its states are checked here instead
+                return None, None
+            return agg.state_checks.get(queue), agg.mismatched_ids.get(queue)
+        return known
+
+    health = {q: check_health(client, q, archive_cap=archive_cap, max_hashes=max_hashes,
+                              known=from_aggregate(q) if aggregate is not None else None,
+                              elsewhere=K.FAILED_STATES if aggregate is not None else ())
+              for q in queues}
     unregistered = unregistered_queues(client, max_keys=max_scan_keys)
     hazard = redis_hazard(reading.redis_version, reading.behaviour, assumed_by_default=reading.source == "default")
     repairs = repair_commands(health, unregistered, redis_url=redis_url, archive_cap=archive_cap)

@@ -80,7 +80,8 @@ def summarize(inspector: Inspector, queue: str | None = None, *, top: int = 10, 
         out["asynq_version"] = reading.to_dict()
     if health and reading is not None:
         dh = section("data health", lambda: check_data_health(inspector.client, names, reading,
-                                                               archive_cap=archive_cap, redis_url=redis_url))
+                                                               archive_cap=archive_cap, redis_url=redis_url,
+                                                               aggregate=agg))  # retry/archived checked in its pass
         if dh is not None:
             out["health"] = dh.pop("queues")
             out["data_health"] = dh

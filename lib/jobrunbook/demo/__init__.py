@@ -36,7 +36,7 @@ from jobrunbook.demo.heartbeat import Heartbeater
 from jobrunbook.demo.logs import WorkerLog
 from jobrunbook.demo.metrics import DemoHTTPServer, WorkerMetrics
 from jobrunbook.demo.prometheus import DemoPrometheus, MetricsRecorder, find_binaries, start_prometheus
-from jobrunbook.demo.scenarios import PG_ADDR, SCENARIOS, Scenario, get_scenario
+from jobrunbook.demo.scenarios import PG_ADDR, QUEUES, SCENARIOS, Scenario, get_scenario
 from jobrunbook.demo.server import PrivateRedis, RefusingPort, start_redis
 from jobrunbook.demo.worker import Timeline, Worker
 from jobrunbook.demo.writer import build_alert, measure_truth, write_history
@@ -73,6 +73,7 @@ class Demo:
         self._refusing = refusing  # the down Postgres's port, held until stop()
         self.truth: dict = {}
         self.alert: dict = {}
+        self.scale: dict | None = None  # what start_demo(failed_tasks=N) added
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -206,6 +207,7 @@ class Demo:
             "onset": iso(self.timeline.onset),
             "deploy_at": iso(self.timeline.deploy_at),
             "truth": self.truth,
+            "scale": self.scale,
             "demo_pid": os.getpid(),
             # a notebook opened alone runs against these (jobrunbook.sections.context)
             "sources": self.settings().public(),
@@ -221,7 +223,7 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
                now: float | None = None, live: bool = True, tick_seconds: float = 1.0,
                window_minutes: float = 30.0, onset_minutes: float = 12.0, rate_per_second: float = 0.8,
                redis_binary: str | None = None, prometheus: bool = True,
-               postgres_addr: str | None = None, asynq_version: str = "v0.24.1") -> Demo:
+               postgres_addr: str | None = None, asynq_version: str = "v0.24.1", failed_tasks: int = 0) -> Demo:
     """Stand up the incident ``scenario`` (a name in SCENARIOS), reproducible by ``seed``.
 
     ``now`` fixes the clock of the simulated history (same seed and now give
@@ -236,6 +238,10 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
     on (``postgres_addr`` names another, e.g. to repeat a run byte for byte),
     and ``demo.postgres_dsn`` points there, so the probe sees what the tasks saw.
     Otherwise they dial the machine's Postgres on 127.0.0.1:5432.
+
+    ``failed_tasks``: a large incident, the simulated failed tasks copied (new ids, same groups in the same
+    shares) until retry and archived hold that many in all (``jobrunbook.demo.scale``); ``demo.scale`` says
+    how many were added.
     """
     from jobrunbook.asynq.versions import behaviour
 
@@ -294,6 +300,10 @@ def start_demo(scenario: str = "mixed", seed: int = 1, state_dir: str | Path = D
         demo.truth = {**sc.truth, "scenario": sc.name, "asynq_version": asynq_version, "onset": iso(onset), "deploy_at": iso(timeline.deploy_at),
                       "measured": measure_truth(client, worker.failed_attempts)}
         demo.alert = build_alert(worker.attempts, sc, onset, now)
+        if failed_tasks:
+            from jobrunbook.demo.scale import inflate_failures
+
+            demo.scale = inflate_failures(client, failed_tasks, queues=QUEUES, seed=seed)
         demo.write_records()
     except BaseException:
         if prom is not None:

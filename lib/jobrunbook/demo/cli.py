@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port-file", type=absolute, default=None,
                         help="also write demo.json's content to this file (for scripts waiting on the demo)")
     parser.add_argument("--tick", type=float, default=1.0, help="seconds between live worker steps")
+    parser.add_argument("--failed-tasks", type=int, default=0, metavar="N",
+                        help="a large incident: the failed tasks copied (same groups, same shares) until there are N")
     parser.add_argument("--notebooks", type=absolute, default=os.environ.get("JOBRUNBOOK_NOTEBOOKS", "notebooks"),
                         help="the section notebooks to run against the incident (default: ./notebooks)")
     parser.add_argument("--no-run", dest="run", action="store_false",
@@ -85,7 +87,7 @@ def run_runbook(demo: Demo, notebooks: Path, args: argparse.Namespace | None = N
     """
     from jobrunbook.config_cli import resolve_sources
     from jobrunbook.run import execute_run, params_from_alert
-    from jobrunbook.run.cli import print_progress
+    from jobrunbook.run.cli import print_pdf_line, print_progress
     from jobrunbook.run.params import kernel_env
 
     if not notebooks.is_dir():
@@ -102,7 +104,8 @@ def run_runbook(demo: Demo, notebooks: Path, args: argparse.Namespace | None = N
     run = execute_run(params, notebooks_dir=notebooks, outputs_dir=outputs, alert=alert, env=env,
                       on_progress=print_progress(sys.stdout))
     print(f"\nverdict: {run.headline}")
-    print(f"report:  {run.report}")
+    print(f"report:  {run.report}", flush=True)
+    print_pdf_line(run)
     print(f"index:   {outputs / 'index.html'}", flush=True)
     return 0 if run.state == "done" else 1
 
@@ -114,7 +117,8 @@ def command(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: done.set())
     demo = start_demo(args.scenario, args.seed, args.state_dir, live=not args.once, tick_seconds=args.tick,
                       prometheus=getattr(args, "prometheus", True),
-                      asynq_version=getattr(args, "asynq_version", "v0.24.1"))
+                      asynq_version=getattr(args, "asynq_version", "v0.24.1"),
+                      failed_tasks=getattr(args, "failed_tasks", 0))
     try:
         if args.port_file:
             args.port_file.parent.mkdir(parents=True, exist_ok=True)

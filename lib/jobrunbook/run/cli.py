@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notebooks", type=absolute, default="notebooks", help="directory of NN_<section>.ipynb (default notebooks)")
     p.add_argument("--outputs", type=absolute, default="outputs", help="where run directories go (default outputs)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per section (default 300)")
-    p.add_argument("--parallel", type=int, default=None, help="sections 01-04 at once (default: cores, max 4)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="sections at once (default: all of a stage with forked kernels, else cores, max 4)")
     p.add_argument("--warm", type=int, default=0, metavar="N",
                    help="run on a pool of N pre-started kernels (what the service does); 0 = fresh kernel each")
     p.add_argument("--all", action="store_true", help="with --alert: every firing alert, not only the first")
@@ -44,6 +45,18 @@ def print_progress(out):
 
 
 def command(args: argparse.Namespace) -> int:
+    from jobrunbook.kernelfork import start_fork_server
+
+    # the kernels' fork server imports pandas, matplotlib and the lib while this process reads the alert
+    server = start_fork_server() if args.warm <= 0 and not args.resolve else None
+    try:
+        return _command(args, server)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _command(args: argparse.Namespace, server) -> int:
     from jobrunbook.kernels import KernelPool
     from jobrunbook.run.execute import execute_run
     from jobrunbook.run.params import kernel_env, params_from_alert, params_from_labels
@@ -82,16 +95,35 @@ def command(args: argparse.Namespace) -> int:
                   f"target={settings.target}", flush=True)
             run = execute_run(params, notebooks_dir=args.notebooks, outputs_dir=args.outputs, alert=alert, pool=pool,
                               env=kernel_env(settings, sources.env), timeout=args.timeout,
-                              max_parallel=args.parallel, on_progress=print_progress(sys.stdout))
+                              max_parallel=args.parallel, on_progress=print_progress(sys.stdout),
+                              fork_server=server)
             print(f"verdict: {run.headline}")
             if run.failed_sections:
                 print(f"sections not completed: {', '.join(run.failed_sections)}")
-            print(f"report: {run.report or '(not rendered: see status.json)'}  ({time.monotonic() - t0:.1f}s)")
+            print(f"report: {run.report or '(not rendered: see status.json)'}  ({time.monotonic() - t0:.1f}s)",
+                  flush=True)
+            print_pdf_line(run, t0)
             worst = max(worst, 1 if run.state == "failed" else 0)
     finally:
         if pool is not None:
             pool.close()
     return worst
+
+
+def print_pdf_line(run, t0: float | None = None) -> None:
+    """report.pdf is printed after report.html (the report comes first): wait for it and say where it is."""
+    import json
+
+    run.wait_pdf()
+    try:
+        status = json.loads((run.run_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    took = f"  ({time.monotonic() - t0:.1f}s)" if t0 is not None else ""
+    if status.get("pdf"):
+        print(f"pdf:    {run.run_dir / status['pdf']}{took}", flush=True)
+    elif status.get("pdf_skipped"):
+        print(f"pdf:    skipped: {status['pdf_skipped']}", flush=True)
 
 
 def resolve_by_hand(run_dir: Path, env) -> int:

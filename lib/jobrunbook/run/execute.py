@@ -24,14 +24,23 @@ from typing import Any
 
 from jobrunbook import clock as _clock
 from jobrunbook._exceptions import ConfigError
+from jobrunbook.chartspec import DEFER_ENV
 from jobrunbook.findings import RUN_DIR_ENV, read_findings, summarize_verdict, write_findings
-from jobrunbook.kernels import WARMUP_CODE, KernelPool, RunKernelManager, run_silently, shutdown_now
+from jobrunbook.kernelfork import ForkServer
+from jobrunbook.kernels import (
+    WARMUP_CODE,
+    KernelPool,
+    RunKernelManager,
+    kernel_pid,
+    run_silently,
+    shutdown_now,
+)
 from jobrunbook.record import read_status, write_json, write_status
 from jobrunbook.run.params import RunParams
 from jobrunbook.run.rundir import create_run_dir, discover_notebooks, make_run_id
 
 __all__ = ["Run", "SectionResult", "execute_run", "plan_stages", "set_run_state", "check_parameters", "render_all",
-           "declared_parameters", "DEFAULT_TIMEOUT", "COMPLETED"]
+           "declared_parameters", "wait_pdf", "print_pdf_later", "DEFAULT_TIMEOUT", "COMPLETED"]
 
 DEFAULT_TIMEOUT = 300.0
 COMPLETED = ("ok", "degraded")  # section states of a notebook that ran to its end
@@ -49,6 +58,7 @@ class SectionResult:
     elapsed_s: float | None = None
     error: str | None = None
     degraded: str | None = None
+    peak_rss_mb: float | None = None  # the kernel's peak resident memory (VmHWM), read before it shut down
 
     def as_status(self, run_dir: Path) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -69,6 +79,10 @@ class Run:
     ended_at: str
     duration_s: float
 
+    def wait_pdf(self, timeout: float | None = None) -> bool:
+        """Wait for report.pdf (printed after report.html, see ``execute_run``); True once it is settled."""
+        return wait_pdf(self.run_dir, timeout)
+
     @property
     def failed_sections(self) -> list[str]:
         return [s for s, r in self.sections.items() if r.state not in COMPLETED]
@@ -81,19 +95,18 @@ class Run:
 
 
 def plan_stages(sections: list[str]) -> list[list[str]]:
-    """``00`` alone, ``01``-``04`` together, every other section alone, in number order."""
-    stages: list[list[str]] = []
-    parallel: list[str] | None = None
+    """``00``-``04`` together, then ``05`` and ``06`` together, then every later section alone, in number order.
+
+    ``00`` reads only the alert and ``01``-``04`` each their own source, so none waits for another; ``05``
+    reads the findings of all five, and so does ``06`` (it plans from the diagnosis of those findings, made
+    as 05 makes it), so both wait for the first stage and not for each other.
+    """
+    groups: dict[int, list[str]] = {}
     for name in sorted(sections):
         num = int(name[:2])
-        if 1 <= num <= 4:
-            if parallel is None:
-                parallel = []
-                stages.append(parallel)
-            parallel.append(name)
-        else:
-            stages.append([name])
-    return stages
+        key = 0 if num <= 4 else 1 if num <= 6 else num
+        groups.setdefault(key, []).append(name)
+    return [groups[k] for k in sorted(groups)]
 
 
 def _now(clock: Callable[[], datetime]) -> str:
@@ -105,9 +118,22 @@ def _prelude(env: Mapping[str, str], cwd: str) -> str:
     return f"import os as _o\n_o.environ.update({dict(env)!r})\n_o.chdir({cwd!r})\ndel _o\n"
 
 
+def peak_rss_mb(pid: int | None) -> float | None:
+    """A process's peak resident memory in MB (Linux VmHWM), None when unknown."""
+    try:
+        for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _execute_one(src: Path, dst: Path, parameters: dict[str, Any], *, env: Mapping[str, str], cwd: str,
-                 timeout: float, pool: KernelPool | None, kernel_name: str) -> tuple[str, str | None]:
-    """Run one notebook by papermill; return (state, error). Never raises for a notebook's failure."""
+                 timeout: float, pool: KernelPool | None, kernel_name: str,
+                 memory: dict[str, float | None] | None = None) -> tuple[str, str | None]:
+    """Run one notebook by papermill; return (state, error). Never raises for a notebook's failure.
+    ``memory["peak_rss_mb"]`` gets the kernel's peak memory."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -146,10 +172,64 @@ def _execute_one(src: Path, dst: Path, parameters: dict[str, Any], *, env: Mappi
         return state, f"{type(exc).__name__}: {exc}"[:2000]
     finally:
         watchdog.cancel()
+        if memory is not None:
+            memory["peak_rss_mb"] = peak_rss_mb(kernel_pid(km))
         if pool is not None:
             pool.release(km)
         else:
             shutdown_now(km)
+
+
+class _ChartDrawer:
+    """Draws the charts sections hand over as data (``jobrunbook.chartspec``): each section's as soon as it
+    ends, in a child of the kernels' fork server (else a thread), while later sections run; ``finish``
+    waits for them and puts each PNG into its executed notebook, before the report is built. (At the
+    sections' own priority: the report waits for the charts, so they are on its way as much as a section.)"""
+
+    def __init__(self, run_dir: Path, server: ForkServer | None) -> None:
+        self.run_dir, self.server = run_dir, server
+        self.assigned: set[str] = set()
+        self.jobs: list[Any] = []  # pids of forked children, or threads
+        self.lock = threading.Lock()
+
+    def submit(self) -> None:
+        from jobrunbook.chartspec import pending_specs
+
+        with self.lock:
+            names = sorted({p.stem for p in pending_specs(self.run_dir)} - self.assigned)
+            self.assigned.update(names)
+        if not names:
+            return
+        if self.server is not None and self.server.alive:
+            try:
+                self.jobs.append(self.server.call("jobrunbook.chartspec:render_specs", [str(self.run_dir), names],
+                                                  cwd=str(self.run_dir)))
+                return
+            except OSError:
+                pass  # drawn in a thread instead
+        thread = threading.Thread(target=self._draw, args=(names,), name="jobrunbook-charts", daemon=True)
+        thread.start()
+        self.jobs.append(thread)
+
+    def _draw(self, names: list[str]) -> None:
+        from jobrunbook.chartspec import render_specs
+
+        render_specs(self.run_dir, names)
+
+    def finish(self, notebooks: list[Path], timeout: float = 120.0) -> None:
+        from jobrunbook.chartspec import embed_charts, render_specs
+
+        deadline = time.monotonic() + timeout
+        for job in self.jobs:
+            left = max(0.0, deadline - time.monotonic())
+            if isinstance(job, threading.Thread):
+                job.join(left)
+            elif self.server is not None:
+                self.server.wait(job, left)
+        render_specs(self.run_dir)  # whatever a job left undrawn (a child that died), drawn here
+        for nb in notebooks:
+            if nb.exists():
+                embed_charts(nb, self.run_dir)
 
 
 def check_parameters(notebooks: list[tuple[str, Path]], params: RunParams) -> None:
@@ -176,12 +256,67 @@ def declared_parameters(path: Path) -> tuple[str, ...]:
     return _DECLARED[key]
 
 
-def set_run_state(run_dir: Path, state: str, **extra: Any) -> dict[str, Any]:
-    """Update status.json's state (e.g. ``resolved`` by the service) and any extra fields."""
-    status = read_status(run_dir)
-    status.update(extra, state=state)
-    write_status(run_dir, status)
+# status.json is read, changed and written again by several threads of one process (the service's worker, a
+# run's PDF printed in the background): one lock keeps each change whole
+_STATUS_LOCK = threading.RLock()
+_PDF_JOBS: dict[str, threading.Thread] = {}  # run directory -> its report.pdf being printed
+
+
+def set_run_state(run_dir: Path, state: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Update status.json's state (e.g. ``resolved`` by the service; None keeps it) and any extra fields."""
+    with _STATUS_LOCK:
+        status = read_status(run_dir)
+        status.update(extra)
+        if state is not None:
+            status["state"] = state
+        write_status(run_dir, status)
     return status
+
+
+def wait_pdf(run_dir: str | os.PathLike, timeout: float | None = None) -> bool:
+    """Wait for the report.pdf of ``run_dir`` being printed in the background, if any; True once none is."""
+    job = _PDF_JOBS.get(str(Path(run_dir).resolve()))
+    if job is not None:
+        job.join(timeout)
+        return not job.is_alive()
+    return True
+
+
+def _pdf_fields(report: Path) -> dict[str, Any]:
+    from jobrunbook.pdf import PdfSkipped, print_pdf
+
+    try:
+        return {"pdf": print_pdf(report).name}
+    except PdfSkipped as exc:
+        return {"pdf": None, "pdf_skipped": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a PDF is for the review; never fail the run for it
+        return {"pdf": None, "pdf_skipped": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def print_pdf_later(run_dir: Path) -> threading.Thread:
+    """Print ``run_dir/report.pdf`` in a thread (not a daemon: the process waits for it before it exits);
+    status.json says ``pdf_pending`` until it is done, then ``pdf`` or ``pdf_skipped``."""
+    key = str(Path(run_dir).resolve())
+
+    def job() -> None:
+        try:
+            fields = _pdf_fields(run_dir / "report.html")
+            with _STATUS_LOCK:
+                status = read_status(run_dir)
+                for k in ("pdf_pending", "pdf_skipped"):
+                    status.pop(k, None)
+                status.update(fields)
+                write_status(run_dir, status)
+        finally:
+            with _STATUS_LOCK:
+                if _PDF_JOBS.get(key) is threading.current_thread():
+                    del _PDF_JOBS[key]
+
+    thread = threading.Thread(target=job, name="jobrunbook-pdf")
+    with _STATUS_LOCK:
+        _PDF_JOBS[key] = thread
+    thread.start()
+    return thread
 
 
 def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = None,
@@ -189,7 +324,8 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
                 env: Mapping[str, str] | None = None, pool: KernelPool | None = None,
                 timeout: float = DEFAULT_TIMEOUT, max_parallel: int | None = None,
                 kernel_name: str = "python3", clock: Callable[[], datetime] | None = None,
-                on_progress: ProgressFn | None = None, render: bool = True, prestart: int = 2) -> Run:
+                on_progress: ProgressFn | None = None, render: bool = True, prestart: int | None = None,
+                pdf: bool | str = "later", fork_server: ForkServer | None = None) -> Run:
     """Execute every ``NN_<section>.ipynb`` of ``notebooks_dir`` for ``params``; return the finished ``Run``.
 
     ``env``: extra environment for the kernels (secrets); a password in
@@ -198,7 +334,15 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
     and ``$JOBRUNBOOK_RUN_DIR`` applied silently before each notebook).
     Without ``pool``, every notebook still gets a fresh kernel, but up to
     ``prestart`` of them are started (and pandas/matplotlib imported) while
-    earlier sections execute; ``prestart=0`` starts each kernel on demand.
+    earlier sections execute; ``prestart=0`` starts each kernel on demand. Kernels
+    are forked from ``fork_server`` (one the caller started early), else from the
+    run's own (``jobrunbook.kernelfork``), where the OS can fork: then every
+    section's kernel is started ahead (``prestart`` default: all of them, at a
+    lower priority until used), else two.
+
+    ``pdf``: ``"later"`` (default) returns as soon as report.html is written and prints report.pdf in the
+    background (``Run.wait_pdf``; the report is what the on-call reads, the PDF is for the review);
+    True prints it before returning, False not at all.
     """
     clock = clock or _clock.utcnow
     notebooks_dir = Path(notebooks_dir or "notebooks").resolve()
@@ -209,7 +353,7 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
     run_dir = create_run_dir(outputs_dir, make_run_id(params.alertname, params.queue, params.fingerprint,
                                                       now=t_start))
     run_id = run_dir.name
-    kernel_env = {**(env or {}), RUN_DIR_ENV: str(run_dir)}
+    kernel_env = {**(env or {}), RUN_DIR_ENV: str(run_dir), DEFER_ENV: "1"}  # charts come back as data
     params = params.replace(run_dir=str(run_dir))
     injected = params.as_dict()
     write_json(run_dir / "alert.json", dict(alert) if alert is not None else {
@@ -219,6 +363,8 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
 
     results = {name: SectionResult(name, "pending", run_dir / "notebooks" / src.name)
                for name, src in notebooks}
+    if prestart is None:  # forked kernels cost little: start every section's ahead
+        prestart = len(results) if fork_server is not None or ForkServer.available() else 2
     sources = dict(notebooks)
     lock = threading.Lock()
     t0 = time.monotonic()
@@ -246,31 +392,50 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
         save_status()
         if on_progress:
             on_progress(name, "running", 0.0)
+        memory: dict[str, float | None] = {}
         state, error = _execute_one(sources[name], res.notebook, injected, env=kernel_env, cwd=str(run_dir),
-                                    timeout=timeout, pool=pool, kernel_name=kernel_name)
+                                    timeout=timeout, pool=pool, kernel_name=kernel_name, memory=memory)
+        res.peak_rss_mb = memory.get("peak_rss_mb")
         res.state, res.error = state, error
         res.ended_at, res.elapsed_s = _now(clock), round(time.monotonic() - t, 3)
         if state != "ok":
             _record_failure(run_dir, name, state, error)
         else:
             res.state, res.degraded = _finding_state(run_dir, name)
+        drawer.submit()
+        if render:
+            _convert(res.notebook, name, bodies)
         save_status()
         if on_progress:
             on_progress(name, state, res.elapsed_s)
 
-    workers = max(1, max_parallel or min(4, os.cpu_count() or 1))
+    stages = plan_stages(list(results))
+    forking = pool.fork_server is not None if pool is not None else (fork_server is not None or ForkServer.available())
+    # forked kernels are cheap: every section of a stage starts at once (02 reads the most and must not wait for
+    # a free worker); kernels started the usual way, one per core
+    workers = max(1, max_parallel or (max(len(st) for st in stages) if forking else min(4, os.cpu_count() or 1)))
     own_pool = None
     if pool is None and prestart > 0:
         # a pool for this run only: its kernels carry this run's environment and serve one notebook each
         own_pool = KernelPool(size=min(prestart, len(results)), env=kernel_env, cwd=str(run_dir),
                               kernel_name=kernel_name, max_starts=len(results), parallel_starts=workers,
-                              warmup_code=WARMUP_CODE)
+                              warmup_code=WARMUP_CODE, fork_server=fork_server)
         own_pool.start(wait=False)
         pool = own_pool
+    drawer = _ChartDrawer(run_dir, pool.fork_server if pool is not None else fork_server)
+    bodies: dict[str, str] = {}  # each section's notebook as the report shows it, converted as it ends
+    if render:
+        from jobrunbook.report import prewarm
+
+        threading.Thread(target=prewarm, name="jobrunbook-report-prewarm", daemon=True).start()
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobrunbook-section") as ex:
-            for stage in plan_stages(list(results)):
+            for stage in stages:
                 list(ex.map(run_section, stage))
+        drawer.finish([r.notebook for r in results.values()], timeout=timeout)
+        if render:
+            for name, res in results.items():
+                _convert(res.notebook, name, bodies, charts_drawn=True)
     finally:
         if own_pool is not None:
             own_pool.close()
@@ -283,11 +448,17 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
 
     status.update(state="failed" if failed else "done", failed_sections=failed, ended_at=_now(clock),
                   duration_s=round(time.monotonic() - t0, 3), verdict=verdict.get("verdict"),
-                  top_cause=verdict.get("top_cause"), top_cause_name=normalise_verdict(verdict)["cause_name"])
+                  top_cause=verdict.get("top_cause"), top_cause_name=normalise_verdict(verdict)["cause_name"],
+                  process_peak_rss_mb=peak_rss_mb(None))  # the process that ran it (a service: since it started)
     report: Path | None = None
     if render:
-        report = render_all(run_dir, outputs_dir, status)
-    save_status()
+        report = render_all(run_dir, outputs_dir, status, pdf=pdf is True, bodies=bodies)
+        if report is not None and pdf == "later":
+            status["pdf"], status["pdf_pending"] = None, True
+    with _STATUS_LOCK:
+        save_status()
+        if status.get("pdf_pending"):
+            print_pdf_later(run_dir)
     return Run(run_id=run_id, run_dir=run_dir, params=params, state=status["state"], sections=results,
                verdict=verdict, report=report, started_at=status["started_at"], ended_at=status["ended_at"],
                duration_s=status["duration_s"])
@@ -310,15 +481,32 @@ def _record_failure(run_dir: Path, name: str, state: str, error: str | None) -> 
     write_findings(name, data, run_dir, status="failed")
 
 
-def render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any], *, pdf: bool = True) -> Path | None:
+def _convert(notebook: Path, name: str, bodies: dict[str, str], *, charts_drawn: bool = False) -> None:
+    """Convert a finished section's notebook for the report now (not when the report is built), unless it
+    still waits for its charts (``charts_drawn``: they are in)."""
+    from jobrunbook.chartspec import CHART_MIME
+    from jobrunbook.report import notebook_body
+
+    if name in bodies or not notebook.exists():
+        return
+    try:
+        if not charts_drawn and CHART_MIME in notebook.read_text(encoding="utf-8"):
+            return
+        bodies[name] = notebook_body(notebook)
+    except Exception:  # noqa: BLE001 - the report converts it again and says what went wrong
+        pass
+
+
+def render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any], *, pdf: bool = True,
+               bodies: Mapping[str, str] | None = None) -> Path | None:
     """report.html, rca.md, report.pdf (when Chromium is there) and the outputs' index.html; status.json says
     what was rendered. Never raises: a rendering bug is recorded, the run's record survives it."""
-    from jobrunbook.pdf import PdfSkipped, print_pdf
     from jobrunbook.report import render_index, render_report, write_rca
 
+    wait_pdf(run_dir)  # a PDF still printing from an earlier render must not land after this one
     report = None
     errors = []
-    for step in (lambda: render_report(run_dir, status=status), lambda: write_rca(run_dir, status=status)):
+    for step in (lambda: render_report(run_dir, status=status, bodies=bodies), lambda: write_rca(run_dir, status=status)):
         try:
             out = step()
             if out.name == "report.html":
@@ -327,16 +515,13 @@ def render_all(run_dir: Path, outputs_dir: Path, status: dict[str, Any], *, pdf:
             errors.append(f"{type(exc).__name__}: {exc}")
     status["report"] = "report.html" if report else None
     status.pop("pdf_skipped", None)
+    status.pop("pdf_pending", None)
     if report is not None and pdf:
-        try:
-            status["pdf"] = print_pdf(report).name
-        except PdfSkipped as exc:
-            status["pdf"], status["pdf_skipped"] = None, str(exc)
-        except Exception as exc:  # noqa: BLE001 - a PDF is for the review; never fail the run for it
-            status["pdf"], status["pdf_skipped"] = None, f"{type(exc).__name__}: {exc}"[:300]
+        status.update(_pdf_fields(report))
     if errors:
         status["render_errors"] = errors
-    write_status(run_dir, status)
+    with _STATUS_LOCK:
+        write_status(run_dir, status)
     try:
         render_index(outputs_dir)
     except Exception as exc:  # noqa: BLE001

@@ -130,7 +130,7 @@ class Section:
     status: str = "ok"  # ok | degraded | failed
     table: Any = None  # a pandas DataFrame
     tables: dict[str, Any] = field(default_factory=dict)  # caption -> DataFrame
-    charts: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    charts: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure, or a ChartSpec (chartspec)
     captions: dict[str, str] = field(default_factory=dict)  # chart name -> what to read from it, one line
     kinds: dict[str, str] = field(default_factory=dict)  # column -> kind, where the name does not say it
     commands: list[str] = field(default_factory=list)  # exact commands, shown as one code block
@@ -164,8 +164,13 @@ class Section:
             # fenced code: copy-paste exact, nothing in it is read as Markdown
             fence = "````"
             display(Markdown(f"{fence}sh\n" + "\n".join(c.replace(fence, "") for c in self.commands) + f"\n{fence}"))
+        from jobrunbook.chartspec import ChartSpec
+
         for name, fig in self.charts.items():
-            display(fig)
+            if isinstance(fig, ChartSpec):  # the run engine draws it and puts it here
+                display(fig.bundle(name), raw=True)
+            else:
+                display(fig)
             if self.captions.get(name):
                 display(Markdown(f"*{_md_escape(self.captions[name])}*"))
 
@@ -235,8 +240,8 @@ def _configured() -> bool:
 
 
 def _finish(ctx: Context, section: str, out: Section) -> Section:
-    """Write the findings and the charts of a section; return it for display."""
-    from jobrunbook.charts import save_chart
+    """Write the findings and the charts of a section (drawn, or as data for the engine to draw)."""
+    from jobrunbook.chartspec import ChartSpec, save_spec
 
     if out.gaps and out.status == "ok":
         out.status = "degraded"
@@ -247,7 +252,12 @@ def _finish(ctx: Context, section: str, out: Section) -> Section:
         data["degraded"] = "; ".join(out.gaps) or out.reading
     write_findings(section, data, ctx.run_dir, status=out.status)
     for name, fig in out.charts.items():
-        save_chart(fig, ctx.run_dir, name)
+        if isinstance(fig, ChartSpec):
+            save_spec(fig, ctx.run_dir, name, section)
+        else:
+            from jobrunbook.charts import save_chart
+
+            save_chart(fig, ctx.run_dir, name)
     return out
 
 

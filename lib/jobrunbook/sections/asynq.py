@@ -8,10 +8,18 @@ problem found.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jobrunbook._exceptions import JobrunbookError
 from jobrunbook.sections._base import Context, Section, _finish, _unreachable, gap
+
+# What a run looks at beyond the ids of every state (all checked, retry and archived in the aggregate's own
+# pass): the task hashes per queue searched for orphans, and the keys searched for unregistered queues. Both are
+# SCANs of the whole keyspace (a check per hash for orphans), bounded so the section stays close to the
+# aggregate's time on a large incident; `jobrunbook inspect` does the whole of both.
+HEALTH_MAX_HASHES = 20_000
+HEALTH_MAX_KEYS = 50_000
 
 
 def task_timeouts(insp: Any, queues: list[str], *, sample: int = 100) -> dict[str, int]:
@@ -31,7 +39,7 @@ def failing_task_types(ctx: Context) -> Section:
 
     from jobrunbook.asynq.connection import connect
     from jobrunbook.asynq.inspector import Inspector
-    from jobrunbook.charts import daily_history_chart, failures_by_cause_chart, queue_depth_chart
+    from jobrunbook.chartspec import figure
     from jobrunbook.diagnosis.causes import classify
 
     if not ctx.redis_url:
@@ -44,13 +52,19 @@ def failing_task_types(ctx: Context) -> Section:
     try:
         insp = Inspector(connect(ctx.redis_connect_url, timeout=ctx.timeout))
         queues = [insp.queue_info(q) for q in insp.queues()]
-        agg = insp.failures()
-        history = [insp.history(q.queue, days=7) for q in queues]
+        names = [q.queue for q in queues]
+        version = insp.version(names, configured=s.asynq_version)
+        # the aggregate (its pass also checks every retry and archived id's hash) and the rest of the data
+        # health at once: Redis answers the scans while this kernel decodes the failed tasks
+        with ThreadPoolExecutor(1, thread_name_prefix="jobrunbook-aggregate") as ex:
+            reading = ex.submit(insp.failures)
+            health = check_data_health(insp.client, names, version, archive_cap=s.archive_max_size,
+                                       redis_url=ctx.redis_url, max_hashes=HEALTH_MAX_HASHES,
+                                       max_scan_keys=HEALTH_MAX_KEYS, aggregate=reading)
+            agg = reading.result()
+        history = [insp.history(q, days=7) for q in names]
         servers = insp.servers()
-        timeouts = task_timeouts(insp, [q.queue for q in queues])
-        version = insp.version([q.queue for q in queues], configured=s.asynq_version)
-        health = check_data_health(insp.client, [q.queue for q in queues], version, archive_cap=s.archive_max_size,
-                                   redis_url=ctx.redis_url)
+        timeouts = task_timeouts(insp, names)
     except JobrunbookError as exc:
         return _finish(ctx, "02_asynq", _unreachable("02_asynq", "asynq's Redis", exc))
     records = agg.to_records()
@@ -69,15 +83,16 @@ def failing_task_types(ctx: Context) -> Section:
                           for h in history for d in h.days])
     charts, captions = {}, {}
     if not groups.empty:
-        charts["failures_by_cause"] = failures_by_cause_chart(groups.groupby(["task_type", "cause"], as_index=False)["count"].sum())
+        charts["failures_by_cause"] = figure("failures_by_cause_chart",
+                                             groups.groupby(["task_type", "cause"], as_index=False)["count"].sum())
         captions["failures_by_cause"] = ("Which task types fail, and why: each bar is a type's failed tasks, "
                                          "coloured by cause as in every table and chart of this report.")
     if not counts.empty:
-        charts["queue_depth"] = queue_depth_chart(counts[["queue", "retry", "archived"]])
+        charts["queue_depth"] = figure("queue_depth_chart", counts[["queue", "retry", "archived"]])
         captions["queue_depth"] = ("Tasks waiting to retry and archived per queue: retry drains by itself once the "
                                    "cause is fixed; archived tasks need a decision (re-run or delete).")
     if not daily.empty:
-        charts["daily_history"] = daily_history_chart(daily)
+        charts["daily_history"] = figure("daily_history_chart", daily)
         captions["daily_history"] = ("asynq's own daily counters: a failed share (line) far above the days before "
                                      "means a new problem, a steady one a chronic one.")
     total = int(groups["count"].sum()) if not groups.empty else 0
@@ -99,9 +114,16 @@ def failing_task_types(ctx: Context) -> Section:
     if repairs:
         reading += " Data health: " + "; ".join(f"{r['problem']} in {r['queue']} ({r['count']:,})" for r in repairs) + \
             " (repairs below, each a dry run first)."
+    bounded = [q for q, h in health["queues"].items() if not h.get("hashes_complete", True)]
+    if bounded or not health["unregistered"]["complete"]:
+        reading += (f" On this many tasks the keyspace was sampled: orphaned hashes looked for in the first "
+                    f"{HEALTH_MAX_HASHES:,} task hashes of {', '.join(bounded) or 'no queue'}, unregistered queues in "
+                    f"{health['unregistered']['keys_scanned']:,} keys (`jobrunbook inspect --redis-url "
+                    f"{ctx.redis_url}` checks them all).")
+    # every group: the table shows the first rows and says how many more (all of them are in the findings)
     shown = groups[["queue", "task_type", "cause", "count", "retry", "archived", "distinct_errors", "last_failed_at_iso",
-                    "example_error"]].head(20).rename(columns={"last_failed_at_iso": "last failed",
-                                                               "distinct_errors": "distinct errors"})
+                    "example_error"]].rename(columns={"last_failed_at_iso": "last failed",
+                                                      "distinct_errors": "distinct errors"})
     shown["example_error"] = shown["example_error"].str.slice(0, 140)
     return _finish(ctx, "02_asynq", Section(
         "02_asynq", reading, table=shown, kinds={"distinct errors": "count"},

@@ -17,10 +17,9 @@ def _command_values(ctx: Context) -> dict[str, Any]:
                           log_args=ctx.settings.log_args())
 
 
-def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -> Section:
-    """Rank the causes from sections 00-04's findings; the verdict the report opens with."""
-    import pandas as pd
-
+def run_diagnosis(ctx: Context, *, settings: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The diagnosis of sections 00-04's findings, and those findings by key: what 05 shows, and what 06
+    plans from (it derives the same diagnosis rather than wait for 05's)."""
     from jobrunbook.diagnosis import diagnose
     from jobrunbook.diagnosis.gather import evidence_from_findings
     from jobrunbook.findings import read_findings
@@ -33,9 +32,17 @@ def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -
             by_key[key] = doc.get("data", doc) if isinstance(doc, dict) else {}
     by_key.setdefault("alert", {"alert": ctx.alert})
     d = diagnose(evidence_from_findings(by_key, settings={**_command_values(ctx), **(settings or {})}), now=ctx.now)
+    return d, by_key
+
+
+def diagnose_findings(ctx: Context, *, settings: dict[str, Any] | None = None) -> Section:
+    """Rank the causes from sections 00-04's findings; the verdict the report opens with."""
+    import pandas as pd
+
     from jobrunbook.diagnosis.cli import group_line
     from jobrunbook.diagnosis.rank import types_text
 
+    d, by_key = run_diagnosis(ctx, settings=settings)
     causes = [c for c in d.causes if c.failures or c.evidence]
     table = pd.DataFrame([{"cause": c.key, "explains": c.title, "share": c.share, "failed tasks": c.failures,
                            "confidence": c.level, "onset": c.onset_text or c.onset,

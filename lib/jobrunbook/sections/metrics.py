@@ -9,7 +9,7 @@ from jobrunbook.sections._base import Context, Section, _finish, gap
 
 def job_metrics(ctx: Context) -> Section:
     """Runbook step 3: failure ratio by task type, durations against the timeout, the ratio over time."""
-    from jobrunbook.charts import duration_chart, failure_ratio_chart
+    from jobrunbook.chartspec import figure
     from jobrunbook.sources import collect_worker_metrics
 
     charts: dict[str, Any] = {}
@@ -28,8 +28,8 @@ def job_metrics(ctx: Context) -> Section:
             findings["durations"] = durations
             if not durations.empty:
                 own = {} if ctx.task_timeout_s else _timeouts_in_asynq(ctx)
-                charts["durations"] = duration_chart(
-                    durations.rename(columns={"p50_s": "p50", "p95_s": "p95", "p99_s": "p99"}),
+                charts["durations"] = figure(
+                    "duration_chart", durations.rename(columns={"p50_s": "p50", "p95_s": "p95", "p99_s": "p99"}),
                     timeout_s=ctx.task_timeout_s, timeouts=own)
                 captions["durations"] = (
                     "Bars near or over a type's dashed timeout line mean its jobs run into the timeout; "
@@ -49,7 +49,7 @@ def job_metrics(ctx: Context) -> Section:
         p = failure_ratio_by_task_type(ctx.prometheus_url, starts_at=ctx.starts_at or None)
         if p.reachable and p.data is not None:
             series = p.data["series"].rename(columns={"timestamp": "time", "value": "failure_ratio"})
-            charts["failure_ratio"] = failure_ratio_chart(series, alert_start=ctx.starts_at or None)
+            charts["failure_ratio"] = figure("failure_ratio_chart", series, alert_start=ctx.starts_at or None)
             captions["failure_ratio"] = ("Failed share per task type over time (Prometheus, 5 min rate): where it "
                                          "crosses the dashed thresholds, and whether it started with the alert.")
             findings["prometheus"] = {"summary": p.data["summary"], "query": p.data["query"],

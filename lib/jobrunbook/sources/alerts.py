@@ -16,12 +16,12 @@ import pandas as pd
 import requests
 
 from jobrunbook._urls import redact_url
+from jobrunbook.sources.names import RELATED_ALERTS
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 
 __all__ = ["RELATED_ALERTS", "ALERT_COLUMNS", "related_alerts", "alert_filters"]
 
 SOURCE = "alertmanager"
-RELATED_ALERTS = ("JobQueueBacklog", "DBConnectionExhausted", "HighErrorRate")
 ALERT_COLUMNS = ["alertname", "state", "severity", "starts_at", "ends_at", "summary", "fingerprint", "labels",
                  "silenced_by", "inhibited_by", "generator_url"]
 

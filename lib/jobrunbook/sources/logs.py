@@ -32,6 +32,7 @@ from jobrunbook.sources.logparse import (
     worker_restarts,
     worker_started,
 )
+from jobrunbook.sources.names import LOG_KINDS
 from jobrunbook.sources.result import SourceResult
 
 __all__ = ["LOG_KINDS", "build_log_command", "fetch_logs", "parse_since", "collect_worker_logs", "log_window",
@@ -39,7 +40,6 @@ __all__ = ["LOG_KINDS", "build_log_command", "fetch_logs", "parse_since", "colle
 
 LOOKBACK = "1h"  # how long before the alert (or the first failure the data shows) the log is read from
 
-LOG_KINDS = ("docker", "kubectl", "file", "command")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,252}$")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import pandas as pd
 import requests
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families as _parse_te
 
 from jobrunbook._exceptions import DataError
 from jobrunbook._urls import redact_url
+from jobrunbook.sources.names import MetricNames
 from jobrunbook.sources.result import SourceResult, Stopwatch, result_from_request_error
 
 __all__ = [
@@ -43,21 +43,6 @@ SOURCE = "worker_metrics"
 MAX_BYTES = 20 * 1024 * 1024
 _ACCEPT = "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"
 _RATIO_COLUMNS = ["processed", "failed", "ratio"]
-
-
-@dataclass(frozen=True)
-class MetricNames:
-    """Metric and label names, for apps that name things differently."""
-
-    processed: str = "job_processed_total"
-    duration: str = "job_duration_seconds"
-    status_label: str = "status"
-    failed_values: tuple[str, ...] = ("failed",)
-    queue_label: str = "queue"
-    type_label: str = "task_type"
-    asynq_processed: str = "asynq_tasks_processed_total"
-    asynq_failed: str = "asynq_tasks_failed_total"
-    asynq_queue_size: str = "asynq_queue_size"
 
 
 def _hint(url: str) -> str:
