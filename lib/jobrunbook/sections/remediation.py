@@ -10,9 +10,16 @@ from __future__ import annotations
 from jobrunbook._exceptions import JobrunbookError
 from jobrunbook.sections._base import Context, Section, _finish, _unreachable
 
-# A (queue, state) holding more tasks than this is not read again for a dry run: its count comes from 02's
-# aggregate, which read every failed task of this run (the command re-selects under the queue's lock anyway)
-SELECT_MAX = 20_000
+# 06 reads (and classifies) at most this many tasks again for its dry runs, over all of them: a dry run whose
+# queues and states would take it past that is counted from 02's aggregate instead, which read every failed
+# task of this run and classified each group as 05 does (the command re-selects under each queue's lock anyway)
+SELECT_MAX = 10_000
+
+
+def _scan_size(groups: list[dict], cause: str, states: list[str]) -> int:
+    """How many tasks a dry run of ``cause`` reads: every task of each (queue, state) where the cause has one."""
+    where = {(g.get("queue"), s) for g in groups if g.get("cause") == cause for s in states if int(g.get(s) or 0)}
+    return sum(int(g.get(s) or 0) for g in groups for s in states if (g.get("queue"), s) in where)
 
 
 def _counted_cause_plan(groups: list[dict], queues: list[dict], cause: str, action: str, states: list[str],
@@ -86,16 +93,18 @@ def remediation_plan(ctx: Context, *, max_plans: int = 8) -> Section:
         return _finish(ctx, "06_remediation", _unreachable("06_remediation", "asynq's Redis", exc))
     parser = build_parser()
     rows, groups, notes = [], [], []
+    read = 0  # tasks read again so far by the dry runs
     for cause, failures, cmd in commands:
         words = shlex.split(cmd.replace('"$REDIS_URL"', ctx.redis_url or "redis://unset"))
         row = {"cause": cause, "action": words[2], "command": cmd, "tasks": 0, "cause's tasks": failures,
                "where": "", "groups": [], "warning": "", "to act": "", "asynq CLI": ""}
         args = parser.parse_args(words[1:])
-        if failures > SELECT_MAX and asynq.get("groups") and args.cause and not (args.task_type or args.fingerprint
-                                                                                 or args.error_contains):
-            # a large cause: its tasks counted from 02's read of every failed task (the command re-selects
-            # them under each queue's lock when it acts)
-            states = [args.state] if args.state else ["retry"] if words[2] == "archive" else ["retry", "archived"]
+        states = [args.state] if args.state else ["retry"] if words[2] == "archive" else ["retry", "archived"]
+        scan = _scan_size(asynq.get("groups") or [], cause, states)
+        if read + scan > SELECT_MAX and asynq.get("groups") and args.cause and not (
+                args.task_type or args.fingerprint or args.error_contains):
+            # a large incident: this cause's tasks counted from 02's read of every failed task (the command
+            # re-selects them under each queue's lock when it acts)
             counted = _counted_cause_plan(asynq["groups"], asynq.get("queues") or [], cause, words[2], states,
                                           ctx.settings.archive_max_size)
             notes.append(counted["note"])
@@ -109,6 +118,7 @@ def remediation_plan(ctx: Context, *, max_plans: int = 8) -> Section:
                                        "counted_from": "02_asynq", "note": counted["note"]})
             rows.append(row)
             continue
+        read += scan
         try:
             plans = cause_plan(client, args, run_dir=ctx.run_dir,
                                command=cmd + " (planned by 06)", archive_cap=ctx.settings.archive_max_size)
