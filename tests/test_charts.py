@@ -79,6 +79,8 @@ def test_durations_of_very_different_types_all_show():
     assert len(fast) == 3 and all(p.get_height() > low for p in fast)
     assert low < 0.012 and high > 9.9
     assert [seg[0][1] for c in ax.collections for seg in c.get_segments()] == [5]  # report:generate's own timeout
+    # each timeout says its value: the drawn line at the line, the off-scale one (30 min) above the bars
+    assert sorted(t.get_text() for t in ax.texts) == ["timeout 30 min", "timeout 5.0 s"]
     same_scale = charts.duration_chart(dur.assign(p50=[1.9, 0.5], p95=[9.4, 0.9], p99=[9.9, 1.2])).axes[0]
     assert same_scale.get_yscale() == "linear"
 

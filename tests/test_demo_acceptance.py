@@ -151,6 +151,11 @@ def test_demo_dry_runs_cover_their_cause_exactly(demo_runs, scenario):
     assert top["key"] in recommended
     page = html.unescape((run_dir / "report.html").read_text())
     assert f"covers exactly its {top['failures']:,} failed task(s)" in page
+    # the reading counts dry runs and causes as they are: the mixed demo's bad data has two (archive its
+    # retrying tasks, re-run its archived ones), and the report once said "7 dry run(s), one per cause" for 6
+    n_causes = len({p["cause"] for p in plans})
+    per = "one per cause" if n_causes == len(plans) else f"for {n_causes} causes"
+    assert f"{len(plans)} dry run(s), {per}" in page
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -170,6 +175,14 @@ def test_demo_report_shows_onset_both_ratios_and_the_escalation_clock(demo_runs,
     assert esc["started_from"] == "the alert's startsAt"
     assert esc["started_at_utc"][:16] == info["onset"][:16].replace("T", " ")  # the demo's alert fires at its onset
     assert "counted from the alert's startsAt" in page and esc["remaining"] in page
+    # who to escalate to, said once in the escalation line (it was said twice: in the next step and after it)
+    esc_line = page[page.index("Escalation Deadline"):page.index("Section State Time")]
+    assert esc_line.count(esc["who"]) == 1, esc_line
+    # the checklist: a dry run changes nothing, so mitigation is still to do; nothing the run knows is "unknown"
+    steps = {s["step"]: s["status"] for s in diag["diagnosis"]["checklist"]}
+    assert steps["Mitigate"] == "to do" and "unknown" not in steps.values(), steps
+    # 03's worst ratio says whose counters and over what window (the verdict's rate is Prometheus' 5 min)
+    assert "Worst by the worker's own counters (since its process started)" in page
     # "Do now" links where its claim is proved: a remediation to its dry run, a check to the diagnosis
     do_now = page[page.index("Do now"):page.index("Escalation Deadline")]
     first = next(a for a in diag["diagnosis"]["causes"][0]["actions"] if a["commands"])

@@ -223,6 +223,8 @@ def duration_chart(data: Any, *, timeout_s: float | None = None, timeouts: dict[
             continue
         if limit <= 3 * tallest:  # near the durations: a line over the type's bars
             ax.hlines(limit, xi - 0.45, xi + 0.45, colors="#000", linestyles="--", linewidth=1.2)
+            ax.annotate(f"timeout {format_duration(limit)}", (xi, limit), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7, color="#333")
             drawn += 1
         else:  # far above them: said, not drawn (it would flatten every bar)
             ax.annotate(f"timeout {format_duration(limit)}", (xi, tallest * 1.02), ha="center", va="bottom",

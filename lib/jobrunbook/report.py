@@ -497,8 +497,8 @@ def write_rca(run_dir: str | os.PathLike, *, status: Mapping[str, Any] | None = 
                          + (f", {_md(count)} task(s)" if count is not None else "")
                          + (" (dry run)" if rec.get("dry_run") else ""))
     counted = f" ({_md(v['deadline_relative'])}, counted from {_md(v['started_from'])})" if v["started_from"] else ""
-    lines += ["", "## Escalation", "", f"Deadline {_md(v['deadline'])}{counted}; next step: {_md(v['next_step'])}; "
-              f"who: {_md(v['who'])}", "", f"Report: report.html (run {_md(status.get('run_id'))})", ""]
+    lines += ["", "## Escalation", "", f"Deadline {_md(v['deadline'])}{counted}; next step: {_md(v['next_step'])}"
+              + ("" if v["who"] in v["next_step"] else f"; who: {_md(v['who'])}"), "", f"Report: report.html (run {_md(status.get('run_id'))})", ""]
     if isinstance(status.get("closing"), Mapping):
         lines += _resolution_lines(status["closing"])
     out = run_dir / "rca.md"

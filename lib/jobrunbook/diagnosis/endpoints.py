@@ -110,8 +110,8 @@ def health_checks(errors: list[str], health_urls: dict[str, str], known: dict[st
         return [], (f"the errors name {', '.join(e.address for e in named[:3])}, and no configured health URL is "
                     "for it: add its health URL to JOBRUNBOOK_HEALTH_URLS (name=url,...)")
     if health_urls:
-        return list(health_urls.values())[:3], ("the errors name no host: every configured health URL "
-                                                "(JOBRUNBOOK_HEALTH_URLS)")
+        return list(health_urls.values())[:3], ("the errors name no host, so these are all the health URLs "
+                                                "configured in JOBRUNBOOK_HEALTH_URLS")
     return [], ("the errors name no host and no health URL is configured: set JOBRUNBOOK_HEALTH_URLS "
                 "(name=url,...) to the health URL of the API these tasks call")
 

@@ -321,7 +321,7 @@ def diagnose(ev: Evidence, *, now: float | None = None, max_groups: int = 5, tod
         verdict=verdict, top_cause=top.key if top else UNKNOWN, causes=ranked, unexplained=unexplained,
         total_failures=total, task_types=task_types, escalation=esc,
         checklist=checklist(assessed=bool(primary) or ev.failure_ratio is not None, investigated=bool(primary),
-                            cause_known=top is not None, mitigated=None,
+                            cause_known=top is not None, mitigated=False,
                             resolved=None if ev.failure_ratio is None else ev.failure_ratio < NORMAL_RATIO),
         incident_update=incident_update(severity=severity,
                                         verdict=f"{top.title} ({top.level} confidence)." if top else "not known yet.",

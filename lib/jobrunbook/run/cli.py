@@ -121,9 +121,9 @@ def print_pdf_line(run, t0: float | None = None) -> None:
         return
     took = f"  ({time.monotonic() - t0:.1f}s)" if t0 is not None else ""
     if status.get("pdf"):
-        print(f"pdf:    {run.run_dir / status['pdf']}{took}", flush=True)
+        print(f"pdf:     {run.run_dir / status['pdf']}{took}", flush=True)
     elif status.get("pdf_skipped"):
-        print(f"pdf:    skipped: {status['pdf_skipped']}", flush=True)
+        print(f"pdf:     skipped: {status['pdf_skipped']}", flush=True)
 
 
 def resolve_by_hand(run_dir: Path, env) -> int:

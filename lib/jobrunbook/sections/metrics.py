@@ -37,8 +37,9 @@ def job_metrics(ctx: Context) -> Section:
                        "each type's timeout is the one its tasks carry in asynq."))
             worst = table.head(1).to_dict("records")
             if worst:
-                readings.append(f"Worst: {worst[0]['task_type']} on {worst[0]['queue']} at {worst[0]['ratio']:.0%} failed "
-                                f"(overall {failure['overall']['ratio']:.0%}).")
+                readings.append(f"Worst by the worker's own counters (since its process started): "
+                                f"{worst[0]['task_type']} on {worst[0]['queue']} at {worst[0]['ratio']:.0%} failed "
+                                f"(all types {failure['overall']['ratio']:.0%}).")
         else:
             readings.append(f"Worker metrics unreachable: {r.message}.")
             gaps.append(gap("worker metrics unreachable", r.message, r.hint))

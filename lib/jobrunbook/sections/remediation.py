@@ -141,7 +141,9 @@ def remediation_plan(ctx: Context, *, max_plans: int = 8) -> Section:
     own = top["cause's tasks"]
     covers = ("covers exactly its" if top["tasks"] == own else f"matches {top['tasks']:,} of its") + \
         f" {own:,} failed task(s)"
-    reading = (f"{len(rows)} dry run(s), one per cause: {n:,} task(s) would change. The top cause's "
+    n_causes = len({r["cause"] for r in rows})
+    per = "one per cause" if n_causes == len(rows) else f"for {n_causes} causes (a cause acting on two states has two)"
+    reading = (f"{len(rows)} dry run(s), {per}: {n:,} task(s) would change. The top cause's "
                f"({cause_label(top['cause'])}) {covers}. Nothing was changed; act with the command shown, which "
                "exports first and asks for the count again."
                + (f" Counted from section 02's read of every failed task instead of read again: "
