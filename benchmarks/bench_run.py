@@ -22,12 +22,6 @@ same Redis measured in the same run (the inspector bench's Lua batch read): wall
 per section, peak RSS of the kernels and of the run process, report.html's size, and
 the longest Redis call (SLOWLOG). Targets at 1M: report within floor + 3 s, every
 kernel < 300 MB, report.html < 2 MB, no call over 5 ms.
-
-The runbook never runs on the host of the Redis it reads; here both share 2 cores, and
-a redis-server descheduled while five kernels start is measured as a slow call and a slow
-aggregate. --redis-nice (default -10) gives the demo's redis-server that priority for the
-scale runs, standing for a Redis on a host of its own; --redis-nice 0 measures it sharing
-the cores as equals (the summary says which).
 """
 
 from __future__ import annotations
@@ -200,26 +194,13 @@ def longest_call(client) -> tuple[float, str]:
     return worst["duration"] / 1000.0, name(worst)
 
 
-def prioritise(pid: int | None, nice: int) -> str:
-    """Set every thread of process ``pid`` to ``nice``; what was done, or why not (negative needs CAP_SYS_NICE)."""
-    if not pid or not nice:
-        return "redis-server at the priority of the run"
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-    except (OSError, ValueError) as exc:
-        return f"redis-server at the priority of the run (nice {nice} refused: {exc})"
-    return f"redis-server at nice {nice} (a Redis on a host of its own)"
-
-
-def scale(n: int, notebooks: Path, out: Path, repeat: int, redis_nice: int = 0) -> dict:
+def scale(n: int, notebooks: Path, out: Path, repeat: int) -> dict:
     from jobrunbook.demo import start_demo
     from jobrunbook.demo.scenarios import QUEUES
 
     t = time.perf_counter()
     demo = start_demo("mixed", seed=1, state_dir=out / f"demo-{n}", live=False, failed_tasks=n)
     built = time.perf_counter() - t
-    redis_priority = prioritise(getattr(demo.redis, "pid", None), redis_nice)
     client = demo.client()
     runs = []
     try:
@@ -240,14 +221,12 @@ def scale(n: int, notebooks: Path, out: Path, repeat: int, redis_nice: int = 0) 
                          "run_rss_mb": status.get("process_peak_rss_mb") or 0})
     finally:
         demo.stop()
-    return {"n": n, "failed_tasks": (demo.scale or {}).get("failed_tasks", n), "built_s": built,
-            "redis_priority": redis_priority, "runs": runs}
+    return {"n": n, "failed_tasks": (demo.scale or {}).get("failed_tasks", n), "built_s": built, "runs": runs}
 
 
 def print_scale(r: dict) -> None:
     best = min(r["runs"], key=lambda x: x["report_s"] - x["floor"])
-    print(f"\n{r['failed_tasks']:,} failed tasks (incident built in {r['built_s']:.0f}s; {r['redis_priority']}); "
-          f"best of {len(r['runs'])}: "
+    print(f"\n{r['failed_tasks']:,} failed tasks (incident built in {r['built_s']:.0f}s); best of {len(r['runs'])}: "
           f"report {best['report_s']:.2f}s, aggregate floor {best['floor']:.2f}s "
           f"(report - floor {best['report_s'] - best['floor']:+.2f}s, target <= +3 s)")
     print(f"  peak RSS: kernels {best['kernel_rss_mb']:.0f} MB (target < 300), run process {best['run_rss_mb']:.0f} MB; "
@@ -270,7 +249,7 @@ def scale_rows(r: dict) -> list[dict]:
         row("run scale", f"{label}: report.html size", [x["report_bytes"] / 1e6 for x in runs], unit="MB",
             bound=2.0, target="< 2 MB"),
         row("run scale", f"{label}: longest Redis call", [x["longest_ms"] for x in runs], unit="ms", bound=5.0,
-            target="<= 5 ms" + ("" if "nice -" in r.get("redis_priority", "") else " (Redis sharing the cores)")),
+            target="<= 5 ms"),
     ]
 
 
@@ -280,8 +259,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--failed-tasks", default="", metavar="N[,N...]",
                    help="instead: the whole runbook against a demo incident with N failed tasks (e.g. 10000,100000,1000000)")
-    p.add_argument("--redis-nice", type=int, default=-10,
-                   help="scale runs: the demo redis-server's nice value (-10: as on a host of its own; 0: as the run's)")
     p.add_argument("--summary-json", default="", help="write the rows for benchmarks/run.py's summary here")
     args, _ = p.parse_known_args(argv)
     logging.getLogger("papermill").setLevel(logging.ERROR)
@@ -295,7 +272,7 @@ def main(argv: list[str]) -> int:
         results = []
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             for n in counts:
-                results.append(scale(n, notebooks, Path(tmp), args.repeat, args.redis_nice))
+                results.append(scale(n, notebooks, Path(tmp), args.repeat))
                 print_scale(results[-1])
                 sys.stdout.flush()
         rows = [x for r in results for x in scale_rows(r)]

@@ -30,8 +30,6 @@ def test_bench_summary_has_a_row_for_every_benchmark(tmp_path):
     one_shot = next(r for r in rows if r["measure"] == "one-shot (alert to report.html)")
     assert one_shot["floor"] > 0 and abs(one_shot["ratio_best"] - one_shot["best"] / one_shot["floor"]) < 0.01
     assert summary["started"]["load"].startswith("load ") and summary["repeat"] == 1
-    # the scale runs say at what priority the demo's Redis ran beside the run's kernels (a Redis of its own host)
-    assert "redis-server at nice -10 (a Redis on a host of its own)" in proc.stdout, proc.stdout[-2000:]
     # one table on the terminal: the header and a line per row
     table = proc.stdout[proc.stdout.index("SUMMARY"):]
     assert all(r["measure"][:40] in table for r in rows)
