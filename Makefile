@@ -38,14 +38,17 @@ test: setup
 
 ## test-dates: the date-sensitive tests (marker dates) under faketime, 10 s before and 10 s after the next month begins
 # (the monotonic clock stays real: libfaketime hangs Python's timed waits otherwise; tests/bin/realclock has the
-# redis-server and time.sleep that work under it)
+# redis-server and time.sleep that work under it). The clock is the real one plus a fixed offset, so every
+# process (kernels forked from the fork server too) reads the same time without sharing libfaketime's start
+# through its shared memory, and the multi-threaded libfaketime (-m): kernels and the run have threads.
 test-dates: setup
 	@next=$$(date -u -d "$$(date -u +%Y-%m-01) +1 month" +%Y-%m-%d); \
 	for t in "$$(date -u -d "$$next 00:00:00 UTC -10 sec" '+%Y-%m-%d %H:%M:%S')" "$$next 00:00:10"; do \
 	  echo "test-dates: at $$t UTC"; \
+	  offset=$$(( $$(date -u -d "$$t UTC" +%s) - $$(date -u +%s) )); \
 	  PATH="$(CURDIR)/tests/bin/realclock:$$PATH" PYTHONPATH="$(CURDIR)/tests/bin/realclock" \
-	  TZ=UTC FAKETIME_DONT_RESET=1 FAKETIME_DONT_FAKE_MONOTONIC=1 \
-	    faketime -f "@$$t" $(PY) -m pytest -m dates $(ARGS) || exit 1; \
+	  TZ=UTC FAKETIME_DONT_FAKE_MONOTONIC=1 \
+	    faketime -m -f "+$${offset}s" $(PY) -m pytest -m dates $(ARGS) || exit 1; \
 	done
 
 ## lint: ruff over the lib and the tests

@@ -44,6 +44,11 @@ __all__ = ["Run", "SectionResult", "execute_run", "plan_stages", "set_run_state"
 
 DEFAULT_TIMEOUT = 300.0
 COMPLETED = ("ok", "degraded")  # section states of a notebook that ran to its end
+# How long nbclient waits, after a cell's reply, for the kernel's outputs and its idle status on IOPub before the
+# section fails ("Timeout waiting for IOPub output"). nbclient's 4 s failed a section whose kernel was merely slow
+# on a loaded machine (CI: five kernels under libfaketime on 2 cores, its charts lost); the section's own
+# timeout still bounds a kernel that never answers.
+IOPUB_TIMEOUT = 30.0
 ProgressFn = Callable[[str, str, float], None]
 
 
@@ -161,6 +166,7 @@ def _execute_one(src: Path, dst: Path, parameters: dict[str, Any], *, env: Mappi
         papermill.execute_notebook(
             str(src), str(dst), parameters=parameters, kernel_name=kernel_name, progress_bar=False,
             log_output=False, km=km, execution_timeout=int(timeout) + 15, on_notebook_start=on_start,
+            iopub_timeout=min(IOPUB_TIMEOUT, max(4.0, timeout)),
         )
         return "ok", None
     except PapermillExecutionError as exc:
