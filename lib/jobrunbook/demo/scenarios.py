@@ -1,7 +1,7 @@
 """The demo's scenarios: what the producer enqueues, what the handlers do, and the truth.
 
 A task's fate is read from its payload, as in the real worker the fixtures were
-captured from (shared/fixtures/asynq): a `"lookup":"db"` field means the
+captured from (tests/fixtures/asynq): a `"lookup":"db"` field means the
 handler dials Postgres, a `tiff` image panics the decoder, a negative
 `amount_cents` is a bad record, a missing id fails validation (SkipRetry).
 Whether a fate turns into a failure depends on the scenario's conditions at

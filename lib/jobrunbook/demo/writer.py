@@ -5,7 +5,7 @@
   gives it (90 days after that day's first increment), and the all-time
   counters equal to their sum; the window's own attempts then add to both.
 - ``build_alert``: the Alertmanager webhook body (shaped like
-  shared/fixtures/alertmanager/firing-critical-grouped.json) the incident fires.
+  tests/fixtures/alertmanager/firing-critical-grouped.json) the incident fires.
 - ``measure_truth``: what the Redis data shows, next to the declared truth.
 """
 
