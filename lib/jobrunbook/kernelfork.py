@@ -43,7 +43,7 @@ __all__ = ["ForkServer", "ForkProvisioner", "Forked", "PRELOAD", "LATER", "kerne
 PRELOAD = (
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.interactiveshell",
     "numpy", "pandas",
-    "jobrunbook.sections", "jobrunbook.charts", "jobrunbook.findings", "jobrunbook.tables",
+    "jobrunbook.sections", "jobrunbook.findings", "jobrunbook.tables",
     "jobrunbook.sources.metrics", "jobrunbook.sources.logs", "jobrunbook.sources.prometheus",
     "jobrunbook.asynq.inspector", "jobrunbook.asynq.hazards", "jobrunbook.diagnosis", "jobrunbook.diagnosis.gather",
 )
@@ -377,13 +377,11 @@ class Forked:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
+        if self.returncode is None:
+            self.returncode = self.server.wait(self.pid, timeout)
+            if self.returncode is None:
                 raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
-            time.sleep(0.02)
-        self.server.forget(self.pid)
-        return self.returncode  # type: ignore[return-value]
+        return self.returncode
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:

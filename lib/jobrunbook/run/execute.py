@@ -369,8 +369,9 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
 
     results = {name: SectionResult(name, "pending", run_dir / "notebooks" / src.name)
                for name, src in notebooks}
+    can_fork = fork_server is not None or ForkServer.available()
     if prestart is None:  # forked kernels cost little: start every section's ahead
-        prestart = len(results) if fork_server is not None or ForkServer.available() else 2
+        prestart = len(results) if can_fork else 2
     sources = dict(notebooks)
     lock = threading.Lock()
     t0 = time.monotonic()
@@ -416,7 +417,7 @@ def execute_run(params: RunParams, *, notebooks_dir: str | os.PathLike | None = 
             on_progress(name, state, res.elapsed_s)
 
     stages = plan_stages(list(results))
-    forking = pool.fork_server is not None if pool is not None else (fork_server is not None or ForkServer.available())
+    forking = pool.fork_server is not None if pool is not None else can_fork
     # forked kernels are cheap: every section of a stage starts at once (02 reads the most and must not wait for
     # a free worker); kernels started the usual way, one per core
     workers = max(1, max_parallel or (max(len(st) for st in stages) if forking else min(4, os.cpu_count() or 1)))
